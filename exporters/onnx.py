@@ -1,0 +1,93 @@
+"""ONNX exporter: torch.onnx's dynamo path, optimized and cleaned, metadata in metadata_props."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from collections import Counter
+from pathlib import Path
+
+from edgevit.errors import EdgeVitError, ExportError, MissingDependencyError, first_line
+from edgevit.metadata import METADATA_KEY, ArtifactMetadata
+
+from . import ExportRequest
+
+DEFAULT_OPSET = 18
+
+
+def _imports():
+    try:
+        import onnx
+        import torch
+        import onnxscript  # noqa: F401  (torch.onnx's dynamo path needs it)
+    except ImportError as exc:
+        raise MissingDependencyError(exc.name or "onnx", "export", "to export ONNX") from None
+    return torch, onnx
+
+
+def convert(request: ExportRequest, dest: Path) -> None:
+    """Export ``request`` to an ONNX file at ``dest`` (constants folded, dead nodes removed)."""
+    torch, onnx = _imports()
+    if request.precision != "fp32":
+        raise EdgeVitError("the ONNX exporter writes fp32 only; use --precision fp32 for ONNX")
+    opset = int(request.options.get("opset", DEFAULT_OPSET))
+    if opset < 18:
+        raise EdgeVitError(f"ONNX opset {opset} is too old: edgevit exports opset 18 or newer")
+    program = request.program
+    if request.dynamic_batch:
+        # a batch of 2 to trace with: torch.export specializes axes of size 1
+        example = request.example.expand(2, *request.example.shape[1:]).contiguous()
+        batch = torch.export.Dim("batch", min=1, max=1024)
+        try:
+            program = torch.export.export(request.model, (example,), dynamic_shapes=({0: batch},))
+        except Exception as exc:
+            raise ExportError(
+                f"{request.model_name} cannot be exported with a dynamic batch: {first_line(exc)}"
+            ) from None
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            onnx_program = torch.onnx.export(
+                program,
+                (request.example,),
+                dynamo=True,
+                opset_version=opset,
+                input_names=[request.input_name],
+                output_names=[request.output_name],
+                optimize=True,
+                verbose=False,
+            )
+    except Exception as exc:
+        raise ExportError(f"torch.onnx could not export {request.model_name}: {first_line(exc)}") from None
+    model = clean_graph(onnx_program.model_proto)
+    onnx.save_model(model, str(dest))
+
+
+def clean_graph(model):
+    """Fold constants and drop dead nodes/initializers (onnxscript's optimizer), then check."""
+    import onnx
+    import onnxscript.optimizer
+
+    model = onnxscript.optimizer.optimize(model)
+    onnx.checker.check_model(model)
+    return model
+
+
+def op_census(model) -> dict[str, int]:
+    """Operator type -> count of an onnx ModelProto."""
+    return dict(Counter(n.op_type for n in model.graph.node))
+
+
+def write_metadata(path: Path, metadata: ArtifactMetadata) -> None:
+    """Store ``metadata`` as the ``edgevit`` entry of the model's metadata_props."""
+    _, onnx = _imports()
+    model = onnx.load(str(path))
+    kept = [p for p in model.metadata_props if p.key != METADATA_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, metadata.to_json()
+    model.producer_name = "edgevit"
+    model.producer_version = metadata.edgevit_version
+    onnx.save_model(model, str(path))

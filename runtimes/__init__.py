@@ -1,0 +1,1 @@
+"""Runtimes: one module per backend, one interface (:class:`~edgevit.runtimes.base.Runtime`)."""

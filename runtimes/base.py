@@ -1,0 +1,83 @@
+"""The one interface every runtime implements, and the input checks they share."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgevit.errors import InputError
+from edgevit.metadata import ArtifactMetadata
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Name, shape (None for a dynamic axis) and numpy dtype name of a model input/output."""
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: str
+
+    def describe(self) -> str:
+        dims = "x".join("?" if d is None else str(d) for d in self.shape)
+        return f"{self.name} {dims} {self.dtype}"
+
+
+class Runtime(ABC):
+    """A loaded artifact: ``run(x)`` maps one input array to one output array."""
+
+    backend: str = ""  # "onnxruntime", "litert", "coreml", "torch"
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.inputs: list[TensorInfo] = []
+        self.outputs: list[TensorInfo] = []
+        self.metadata: ArtifactMetadata | None = None
+
+    @property
+    def can_run(self) -> bool:
+        """False where the artifact can be inspected but not executed (Core ML off macOS)."""
+        return True
+
+    def describe(self) -> str:
+        """Backend and version, as shown to users."""
+        return self.backend
+
+    def run(self, x: Any) -> np.ndarray:
+        """Run the model on one input array (validated first) and return its first output."""
+        x = self.check_input(x)
+        return self._run(x)
+
+    def check_input(self, x: Any) -> np.ndarray:
+        """Reject inputs of the wrong type, dtype, shape or with NaN/inf values."""
+        if hasattr(x, "detach") and hasattr(x, "numpy"):  # a torch tensor
+            x = x.detach().cpu().numpy()
+        if not isinstance(x, np.ndarray):
+            raise InputError(f"input must be a numpy array, got {type(x).__name__}")
+        spec = self.inputs[0]
+        if x.dtype != np.dtype(spec.dtype):
+            raise InputError(
+                f"input dtype {x.dtype} does not match {spec.name!r} ({spec.dtype}); "
+                f"convert with x.astype(np.{spec.dtype})"
+            )
+        shape_ok = x.ndim == len(spec.shape) and all(
+            want is None or want == got for want, got in zip(spec.shape, x.shape)
+        )
+        if not shape_ok:
+            want = "x".join("?" if d is None else str(d) for d in spec.shape)
+            got = "x".join(str(d) for d in x.shape)
+            raise InputError(f"input shape {got} does not match {spec.name!r} ({want})")
+        if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+            raise InputError(f"input holds NaN or infinite values ({spec.name!r})")
+        return np.ascontiguousarray(x)
+
+    @abstractmethod
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        """Backend-specific execution on a validated input."""
+
+    def op_census(self) -> dict[str, int]:
+        """Operator type -> count in the artifact's graph."""
+        raise NotImplementedError(f"{self.backend} cannot list the operators of its artifacts")

@@ -1,0 +1,47 @@
+"""edgevit: deploy mobile hybrid vision transformers with verified parity.
+
+Importing edgevit is cheap and never imports torch: the public functions live in
+:mod:`edgevit.api` and are resolved on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+from .errors import (
+    ArtifactError,
+    EdgeVitError,
+    ExportError,
+    InputError,
+    MissingDependencyError,
+    OutputPathError,
+    ParityError,
+    UnsupportedModelError,
+)
+
+_API = ("list_models", "create_model", "reparameterize", "export", "load", "verify", "benchmark")
+
+__all__ = [
+    "__version__",
+    *_API,
+    "EdgeVitError",
+    "UnsupportedModelError",
+    "ArtifactError",
+    "InputError",
+    "OutputPathError",
+    "MissingDependencyError",
+    "ExportError",
+    "ParityError",
+]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .api import benchmark, create_model, export, list_models, load, reparameterize, verify
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'edgevit' has no attribute {name!r}")

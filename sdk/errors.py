@@ -1,0 +1,65 @@
+"""One error hierarchy for edgevit.
+
+Every error a user can cause is an :class:`EdgeVitError` subclass whose message is a
+single line saying what went wrong, where, and what to do. ``exit_code`` is what the CLI
+returns: 2 for bad input or usage, 1 for a check that ran and failed.
+"""
+
+from __future__ import annotations
+
+
+class EdgeVitError(Exception):
+    """Base class of every error edgevit raises on purpose."""
+
+    exit_code: int = 2
+
+
+class UnsupportedModelError(EdgeVitError):
+    """Unknown model name, or a checkpoint that does not fit the model."""
+
+
+class ArtifactError(EdgeVitError):
+    """A missing, truncated, corrupt or unrecognised artifact file."""
+
+
+class InputError(EdgeVitError):
+    """An input tensor or image of the wrong shape, dtype or values (NaN, inf)."""
+
+
+class OutputPathError(EdgeVitError):
+    """An output location that cannot be created or written."""
+
+
+class MissingDependencyError(EdgeVitError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+    def __init__(self, package: str, extra: str, purpose: str = "") -> None:
+        self.package = package
+        self.extra = extra
+        what = f" (needed {purpose})" if purpose else ""
+        super().__init__(
+            f"{package} is not installed{what}: run  pip install 'edgevit[{extra}]'"
+        )
+
+
+class ExportError(EdgeVitError):
+    """A converter failed on a valid model (unsupported op, converter bug)."""
+
+    exit_code = 1
+
+
+class ParityError(EdgeVitError):
+    """The artifact does not compute what the PyTorch model computes."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, report: object = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (its type name if empty), for one-line errors."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line[:limit]

@@ -1,0 +1,339 @@
+"""EdgeNeXt (Maaz et al., 2022), written for deployment.
+
+Module and parameter names follow the official repository (mmaaz60/EdgeNeXt), so its
+checkpoints load as they are; timm's layout is converted by :mod:`.checkpoints`.
+Deploy-friendly forward: static split sizes (no uneven ``torch.split``), the Fourier
+positional encoding computed once per input size as a constant, matmuls, no einsum.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class LayerNorm2d(nn.Module):
+    """LayerNorm over the channel axis of an NCHW tensor ("channels_first")."""
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)  # (B, H, W, C)
+        x = F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)  # (B, C, H, W)
+
+
+@functools.lru_cache(maxsize=16)
+def fourier_grid(height: int, width: int, hidden_dim: int = 32,
+                 temperature: float = 10000.0) -> np.ndarray:
+    """The weight-free part of EdgeNeXt's Fourier positional encoding: (1, 2*hidden, H, W).
+
+    Computed in numpy (float32, as the official code does in torch) so that tracing for
+    export records it as a constant instead of a chain of Sin/Cos/CumSum ops.
+    """
+    f32 = np.float32
+    eps, scale = f32(1e-6), f32(2 * math.pi)
+    y = np.arange(1, height + 1, dtype=f32)[:, None].repeat(width, axis=1)
+    x = np.arange(1, width + 1, dtype=f32)[None, :].repeat(height, axis=0)
+    y = y / (f32(height) + eps) * scale
+    x = x / (f32(width) + eps) * scale
+    dim_t = np.arange(hidden_dim, dtype=f32)
+    dim_t = f32(temperature) ** (2 * (dim_t // 2) / f32(hidden_dim))
+    pos_x = x[:, :, None] / dim_t  # (H, W, hidden)
+    pos_y = y[:, :, None] / dim_t
+    pos_x = np.stack((np.sin(pos_x[:, :, 0::2]), np.cos(pos_x[:, :, 1::2])), axis=3).reshape(height, width, -1)
+    pos_y = np.stack((np.sin(pos_y[:, :, 0::2]), np.cos(pos_y[:, :, 1::2])), axis=3).reshape(height, width, -1)
+    grid = np.concatenate((pos_y, pos_x), axis=2).transpose(2, 0, 1)  # (2*hidden, H, W)
+    return np.ascontiguousarray(grid[None], dtype=f32)
+
+
+class PositionalEncodingFourier(nn.Module):
+    """Fourier features of the pixel grid, projected by a 1x1 conv.
+
+    The grid depends only on (H, W): it is computed once per size (numpy, cached) and is a
+    constant in an exported graph, where the projection folds into it.
+    """
+
+    def __init__(self, hidden_dim: int = 32, dim: int = 768, temperature: float = 10000.0) -> None:
+        super().__init__()
+        self.token_projection = nn.Conv2d(hidden_dim * 2, dim, kernel_size=1)
+        self.hidden_dim = hidden_dim
+        self.temperature = temperature
+
+    def forward(self, height: int, width: int) -> torch.Tensor:
+        grid = torch.from_numpy(fourier_grid(height, width, self.hidden_dim, self.temperature))
+        grid = grid.to(self.token_projection.weight)
+        return self.token_projection(grid)  # (1, dim, H, W)
+
+
+class XCA(nn.Module):
+    """Cross-covariance attention: attention over channels (d x d), not tokens."""
+
+    def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = True) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, C = x.shape
+        h = self.num_heads
+        qkv = self.qkv(x).reshape(B, N, 3, h, C // h)  # (B, N, 3, heads, d)
+        qkv = qkv.permute(2, 0, 3, 4, 1)  # (3, B, heads, d, N)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        q = F.normalize(q, dim=-1)
+        k = F.normalize(k, dim=-1)
+        attn = torch.matmul(q, k.transpose(-2, -1)) * self.temperature  # (B, heads, d, d)
+        attn = attn.softmax(dim=-1)
+        out = torch.matmul(attn, v)  # (B, heads, d, N)
+        out = out.permute(0, 3, 1, 2).reshape(B, N, C)  # (B, N, C)
+        return self.proj(out)
+
+
+class ConvEncoder(nn.Module):
+    """Depth-wise kxk conv, LayerNorm, pointwise MLP (4x), layer-scale, residual."""
+
+    def __init__(self, dim: int, kernel_size: int = 7, expan_ratio: int = 4,
+                 layer_scale_init_value: float = 1e-6) -> None:
+        super().__init__()
+        self.dwconv = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.pwconv1 = nn.Linear(dim, expan_ratio * dim)
+        self.act = nn.GELU()
+        self.pwconv2 = nn.Linear(expan_ratio * dim, dim)
+        self.gamma = nn.Parameter(layer_scale_init_value * torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        x = self.dwconv(x).permute(0, 2, 3, 1)  # (B, H, W, C)
+        x = self.pwconv2(self.act(self.pwconv1(self.norm(x))))
+        x = (self.gamma * x).permute(0, 3, 1, 2)  # (B, C, H, W)
+        return shortcut + x
+
+
+def split_sizes(dim: int, scales: int) -> list[int]:
+    """Channel group sizes of SDTA's Res2Net-style split (static, the last group smaller)."""
+    width = max(int(math.ceil(dim / scales)), int(math.floor(dim // scales)))
+    sizes, remaining = [], dim
+    while remaining > 0:
+        sizes.append(min(width, remaining))
+        remaining -= width
+    return sizes
+
+
+class SDTAEncoder(nn.Module):
+    """Split depth-wise transposed attention: multi-scale dw convs, XCA, MLP."""
+
+    def __init__(self, dim: int, expan_ratio: int = 4, use_pos_emb: bool = True,
+                 num_heads: int = 8, qkv_bias: bool = True, scales: int = 1,
+                 layer_scale_init_value: float = 1e-6) -> None:
+        super().__init__()
+        self.sizes = split_sizes(dim, scales)
+        self.nums = 1 if scales == 1 else scales - 1
+        width = self.sizes[0]
+        self.convs = nn.ModuleList(
+            nn.Conv2d(width, width, kernel_size=3, padding=1, groups=width) for _ in range(self.nums)
+        )
+        self.pos_embd = PositionalEncodingFourier(dim=dim) if use_pos_emb else None
+        self.norm_xca = nn.LayerNorm(dim, eps=1e-6)
+        self.gamma_xca = nn.Parameter(layer_scale_init_value * torch.ones(dim))
+        self.xca = XCA(dim, num_heads=num_heads, qkv_bias=qkv_bias)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.pwconv1 = nn.Linear(dim, expan_ratio * dim)
+        self.act = nn.GELU()
+        self.pwconv2 = nn.Linear(expan_ratio * dim, dim)
+        self.gamma = nn.Parameter(layer_scale_init_value * torch.ones(dim))
+
+    def _multi_scale(self, x: torch.Tensor) -> torch.Tensor:
+        bounds = [0]
+        for size in self.sizes:
+            bounds.append(bounds[-1] + size)
+        groups = [x[:, bounds[i]:bounds[i + 1]] for i in range(len(self.sizes))]
+        outs = []
+        sp = groups[0]
+        for i, conv in enumerate(self.convs):
+            sp = groups[0] if i == 0 else sp + groups[i]
+            sp = conv(sp)
+            outs.append(sp)
+        outs.extend(groups[self.nums:])
+        return torch.cat(outs, dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        B, C, H, W = x.shape
+        x = self._multi_scale(x)
+        x = x.reshape(B, C, H * W).permute(0, 2, 1)  # (B, N, C)
+        if self.pos_embd is not None:
+            pos = self.pos_embd(H, W).reshape(1, C, H * W).permute(0, 2, 1)  # (1, N, C)
+            x = x + pos
+        x = x + self.gamma_xca * self.xca(self.norm_xca(x))
+        x = x.reshape(B, H, W, C)
+        x = self.pwconv2(self.act(self.pwconv1(self.norm(x))))
+        x = (self.gamma * x).permute(0, 3, 1, 2)  # (B, C, H, W)
+        return shortcut + x
+
+
+class ConvEncoderBNHS(nn.Module):
+    """Deployment variant of :class:`ConvEncoder`: BatchNorm instead of LN, Hardswish."""
+
+    def __init__(self, dim: int, kernel_size: int = 7, expan_ratio: int = 4,
+                 layer_scale_init_value: float = 1e-6) -> None:
+        super().__init__()
+        self.dwconv = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim, bias=False)
+        self.norm = nn.BatchNorm2d(dim)
+        self.pwconv1 = nn.Linear(dim, expan_ratio * dim)
+        self.act = nn.Hardswish()
+        self.pwconv2 = nn.Linear(expan_ratio * dim, dim)
+        self.gamma = nn.Parameter(layer_scale_init_value * torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        x = self.norm(self.dwconv(x)).permute(0, 2, 3, 1)  # (B, H, W, C)
+        x = self.pwconv2(self.act(self.pwconv1(x)))
+        x = (self.gamma * x).permute(0, 3, 1, 2)  # (B, C, H, W)
+        return shortcut + x
+
+
+class SDTAEncoderBNHS(SDTAEncoder):
+    """Deployment variant of :class:`SDTAEncoder`: BatchNorm instead of LN, Hardswish.
+
+    As in the official code, ``norm_xca`` normalizes the residual stream itself (the XCA
+    branch adds onto the normalized tensor), so it cannot be folded into a neighbour.
+    """
+
+    def __init__(self, dim: int, expan_ratio: int = 4, use_pos_emb: bool = True,
+                 num_heads: int = 8, qkv_bias: bool = True, scales: int = 1,
+                 layer_scale_init_value: float = 1e-6) -> None:
+        super().__init__(dim, expan_ratio, use_pos_emb, num_heads, qkv_bias, scales, layer_scale_init_value)
+        self.norm_xca = nn.BatchNorm2d(dim)
+        self.norm = nn.BatchNorm2d(dim)
+        self.act = nn.Hardswish()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        B, C, H, W = x.shape
+        x = self.norm_xca(self._multi_scale(x))
+        x = x.reshape(B, C, H * W).permute(0, 2, 1)  # (B, N, C)
+        if self.pos_embd is not None:
+            pos = self.pos_embd(H, W).reshape(1, C, H * W).permute(0, 2, 1)  # (1, N, C)
+            x = x + pos
+        x = x + self.gamma_xca * self.xca(x)
+        x = self.norm(x.permute(0, 2, 1).reshape(B, C, H, W)).permute(0, 2, 3, 1)  # (B, H, W, C)
+        x = self.pwconv2(self.act(self.pwconv1(x)))
+        x = (self.gamma * x).permute(0, 3, 1, 2)  # (B, C, H, W)
+        return shortcut + x
+
+
+class EdgeNeXt(nn.Module):
+    """EdgeNeXt classifier: 4 stages of conv encoders, SDTA blocks at the end of stages 2-4.
+
+    ``bn_hs=True`` builds the official BatchNorm + Hardswish deployment variant: BN in the
+    stem, downsamples and blocks, and a BN before (not after) the global pooling.
+    """
+
+    def __init__(self, in_chans: int = 3, num_classes: int = 1000,
+                 depths: Sequence[int] = (3, 3, 9, 3), dims: Sequence[int] = (24, 48, 88, 168),
+                 global_block: Sequence[int] = (0, 1, 1, 1), kernel_sizes: Sequence[int] = (3, 5, 7, 9),
+                 heads: Sequence[int] = (8, 8, 8, 8), d2_scales: Sequence[int] = (2, 2, 3, 4),
+                 use_pos_embd_xca: Sequence[bool] = (False, True, False, False),
+                 expan_ratio: int = 4, layer_scale_init_value: float = 1e-6,
+                 bn_hs: bool = False) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.bn_hs = bn_hs
+        norm2d = nn.BatchNorm2d if bn_hs else LayerNorm2d
+        conv_block = ConvEncoderBNHS if bn_hs else ConvEncoder
+        sdta_block = SDTAEncoderBNHS if bn_hs else SDTAEncoder
+        conv_bias = not bn_hs
+        self.downsample_layers = nn.ModuleList()
+        self.downsample_layers.append(nn.Sequential(
+            nn.Conv2d(in_chans, dims[0], kernel_size=4, stride=4, bias=conv_bias), norm2d(dims[0])
+        ))
+        for i in range(3):
+            self.downsample_layers.append(nn.Sequential(
+                norm2d(dims[i]), nn.Conv2d(dims[i], dims[i + 1], kernel_size=2, stride=2, bias=conv_bias)
+            ))
+        self.stages = nn.ModuleList()
+        for i in range(4):
+            blocks: list[nn.Module] = []
+            for j in range(depths[i]):
+                if j > depths[i] - global_block[i] - 1:
+                    blocks.append(sdta_block(dims[i], expan_ratio=expan_ratio, scales=d2_scales[i],
+                                              use_pos_emb=use_pos_embd_xca[i], num_heads=heads[i],
+                                              layer_scale_init_value=layer_scale_init_value))
+                else:
+                    blocks.append(conv_block(dims[i], kernel_size=kernel_sizes[i], expan_ratio=expan_ratio,
+                                              layer_scale_init_value=layer_scale_init_value))
+            self.stages.append(nn.Sequential(*blocks))
+        self.norm = nn.BatchNorm2d(dims[-1]) if bn_hs else nn.LayerNorm(dims[-1], eps=1e-6)
+        self.head = nn.Linear(dims[-1], num_classes)
+        self.apply(_init_weights)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        for down, stage in zip(self.downsample_layers, self.stages):
+            x = stage(down(x))
+        if self.bn_hs:
+            return self.norm(x).mean(dim=(-2, -1))  # (B, C)
+        return self.norm(x.mean(dim=(-2, -1)))  # (B, C)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))
+
+
+def _init_weights(m: nn.Module) -> None:
+    if isinstance(m, (nn.Conv2d, nn.Linear)):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+def build_edgenext(num_classes: int = 1000, **config) -> EdgeNeXt:
+    """Builder used by the registry."""
+    return EdgeNeXt(num_classes=num_classes, **config)
+
+
+# timm renames (official -> timm) in the order timm applies them; inverted below.
+_TIMM_TO_OFFICIAL = (
+    (re.compile(r"^stem\."), "downsample_layers.0."),
+    (re.compile(r"^stages\.(\d+)\.downsample\.(\d+)"), r"downsample_layers.\1.\2"),
+    (re.compile(r"^stages\.(\d+)\.blocks\.(\d+)"), r"stages.\1.\2"),
+    (re.compile(r"\.conv_dw\."), ".dwconv."),
+    (re.compile(r"\.mlp\.fc(\d)\."), r".pwconv\1."),
+    (re.compile(r"^head\.fc\."), "head."),
+    (re.compile(r"^head\.norm\."), "norm."),
+)
+
+
+def detect_checkpoint_layout(state_dict: dict[str, object]) -> str:
+    """``"timm"`` or ``"official"`` (edgevit's own names are the official ones)."""
+    if any(k.startswith(("stem.", "head.fc.")) or ".blocks." in k for k in state_dict):
+        return "timm"
+    return "official"
+
+
+def remap_checkpoint(state_dict: dict[str, object], layout: str) -> tuple[dict[str, object], str]:
+    """Rename a checkpoint's keys into edgevit's layout; returns (state_dict, layout used)."""
+    if layout == "auto":
+        layout = detect_checkpoint_layout(state_dict)
+    if layout in ("official", "edgevit"):
+        return dict(state_dict), layout
+    if layout != "timm":
+        raise ValueError(f"unknown checkpoint layout {layout!r}: use auto, official, timm or edgevit")
+    renamed = {}
+    for key, value in state_dict.items():
+        for pattern, repl in _TIMM_TO_OFFICIAL:
+            key = pattern.sub(repl, key)
+        renamed[key] = value
+    return renamed, layout

@@ -1,0 +1,86 @@
+"""Model registry: names -> :class:`ModelSpec`, readable without importing torch.
+
+A spec names its builder as ``"module:function"`` so that listing models (``edgevit
+models``, the device profile) never imports torch; :func:`build_model` imports the
+family module only when a model is actually created.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..errors import UnsupportedModelError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class PaperFigures:
+    """What the model's paper reports (ImageNet-1k, at the paper's input size)."""
+
+    params_m: float
+    gmacs: float | None = None
+    top1: float | None = None
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything edgevit knows about one registered model."""
+
+    name: str
+    family: str
+    builder: str | Callable[..., Any]  # "package.module:function" or a callable
+    config: dict[str, Any] = field(default_factory=dict)
+    input_size: tuple[int, int, int] = (3, 224, 224)  # (C, H, W)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    crop_pct: float = 0.875
+    num_classes: int = 1000
+    paper: PaperFigures | None = None
+    description: str = ""
+
+    def resolve_builder(self) -> Callable[..., Any]:
+        """Import and return the builder function."""
+        if callable(self.builder):
+            return self.builder
+        module_name, _, attr = self.builder.partition(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(spec: ModelSpec) -> ModelSpec:
+    """Add ``spec`` to the registry (a name may be registered once)."""
+    if spec.name in _REGISTRY:
+        raise ValueError(f"model {spec.name!r} is already registered")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def _ensure_catalog() -> None:
+    from . import catalog  # noqa: F401  (registers the built-in zoo on import)
+
+
+def list_models(family: str | None = None) -> list[str]:
+    """Names of every registered model, optionally of one family, sorted."""
+    _ensure_catalog()
+    return sorted(n for n, s in _REGISTRY.items() if family is None or s.family == family)
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec of ``name``; an unknown name is an error that suggests close names."""
+    _ensure_catalog()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise UnsupportedModelError(
+            f"unknown model {name!r}{hint} (run 'edgevit models' for the list)"
+        ) from None
