@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-import warnings
 from collections import Counter
 from pathlib import Path
 
 from edgevit.errors import EdgeVitError, ExportError, MissingDependencyError, first_line
 from edgevit.metadata import METADATA_KEY, ArtifactMetadata
+from edgevit.quiet import quiet_converters
 
 from . import ExportRequest
 
@@ -46,8 +44,7 @@ def convert(request: ExportRequest, dest: Path) -> None:
                 f"{request.model_name} cannot be exported with a dynamic batch: {first_line(exc)}"
             ) from None
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
+        with quiet_converters():
             onnx_program = torch.onnx.export(
                 program,
                 (request.example,),

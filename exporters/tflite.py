@@ -1,0 +1,82 @@
+"""TFLite exporter: litert-torch (no TensorFlow), fp16 weights via ai-edge-quantizer."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from edgevit.errors import ExportError, MissingDependencyError, first_line
+from edgevit.metadata import METADATA_KEY, ArtifactMetadata
+from edgevit.quiet import quiet_converters
+
+from . import ExportRequest
+
+
+def convert(request: ExportRequest, dest: Path) -> None:
+    """Convert ``request.model`` to a .tflite file at ``dest`` (fp32, or fp16 weights)."""
+    try:
+        import litert_torch
+    except ImportError:
+        raise MissingDependencyError("litert-torch", "export", "to export TFLite") from None
+    if request.dynamic_batch:
+        raise ExportError("TFLite artifacts have a static batch: drop --dynamic-batch for tflite")
+    if request.image_input:
+        raise ExportError("image input is a Core ML option; TFLite takes the normalized NCHW tensor")
+    try:
+        with quiet_converters():
+            edge_model = litert_torch.convert(request.model, (request.example,))
+            edge_model.export(str(dest))
+    except Exception as exc:
+        raise ExportError(f"litert-torch could not convert {request.model_name}: {first_line(exc)}") from None
+    if request.precision == "fp16":
+        _cast_weights_to_fp16(dest)
+
+
+def _cast_weights_to_fp16(path: Path) -> None:
+    """Store conv/fully-connected weights as fp16 (dequantized on load), like TF's fp16 PTQ."""
+    try:
+        from ai_edge_quantizer import qtyping, quantizer
+        from ai_edge_quantizer.algorithm_manager import AlgorithmName
+    except ImportError:
+        raise MissingDependencyError("ai-edge-quantizer", "export", "for fp16 TFLite") from None
+    try:
+        with quiet_converters():
+            q = quantizer.Quantizer(str(path))
+            q.add_weight_only_config(
+                regex=".*",
+                operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                num_bits=16,
+                algorithm_key=AlgorithmName.FLOAT_CASTING,
+            )
+            data = bytes(q.quantize().quantized_model)
+    except Exception as exc:
+        raise ExportError(f"fp16 conversion of {path.name} failed: {first_line(exc)}") from None
+    path.write_bytes(data)
+
+
+def write_metadata(path: Path, metadata: ArtifactMetadata) -> None:
+    """Store ``metadata`` in the model's ``metadata`` table under the name ``edgevit``."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    raw = path.read_bytes()
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(raw, 0))
+    for buf in model.buffers:  # pull buffers stored after the flatbuffer (offset/size) inline
+        if buf.offset and buf.offset > 1:
+            buf.data = np.frombuffer(raw[buf.offset: buf.offset + buf.size], dtype=np.uint8)
+            buf.offset, buf.size = 0, 0
+    entries = [m for m in (model.metadata or []) if m.name not in (METADATA_KEY, METADATA_KEY.encode())]
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(metadata.to_json().encode("utf-8"), dtype=np.uint8)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name = METADATA_KEY
+    entry.buffer = len(model.buffers) - 1
+    model.metadata = entries + [entry]
+    builder = flatbuffers.Builder(len(raw) + 4096)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    tmp = path.with_name(path.name + ".meta-tmp")
+    tmp.write_bytes(bytes(builder.Output()))
+    os.replace(tmp, path)

@@ -1,0 +1,120 @@
+"""Core ML backend: coremltools prediction on macOS; structural inspection elsewhere."""
+
+from __future__ import annotations
+
+import struct
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from edgevit.errors import ArtifactError, EdgeVitError, MissingDependencyError, first_line
+from edgevit.metadata import METADATA_KEY, ArtifactMetadata
+
+from .base import Runtime, TensorInfo
+
+_ARRAY_DTYPES = {65568: "float32", 65552: "float16", 65600: "float64", 131104: "int32"}
+_BLOB_SENTINEL = 0xDEADBEEF
+
+
+def _import_coremltools():
+    from edgevit.quiet import quiet_converters
+
+    try:
+        with quiet_converters():
+            import coremltools
+    except ImportError:
+        raise MissingDependencyError("coremltools", "coreml", "to read Core ML artifacts") from None
+    return coremltools
+
+
+def _feature_info(feature) -> TensorInfo:
+    kind = feature.type.WhichOneof("Type")
+    if kind == "multiArrayType":
+        arr = feature.type.multiArrayType
+        return TensorInfo(feature.name, tuple(int(d) for d in arr.shape), _ARRAY_DTYPES.get(arr.dataType, "?"))
+    if kind == "imageType":
+        img = feature.type.imageType
+        return TensorInfo(feature.name, (1, 3, int(img.height), int(img.width)), "image")
+    return TensorInfo(feature.name, (), kind or "?")
+
+
+class CoreMLRuntime(Runtime):
+    """Loads an .mlpackage; runs it with Core ML on macOS only."""
+
+    backend = "coreml"
+
+    def __init__(self, path: Path, threads: int | None = None, compute_units: str = "ALL") -> None:
+        super().__init__(path)
+        ct = _import_coremltools()
+        self._ct = ct
+        try:
+            self.spec = ct.utils.load_spec(str(path))
+        except Exception as exc:  # DecodeError, RuntimeError (manifest), FileNotFoundError
+            raise ArtifactError(f"cannot load Core ML package {path}: {first_line(exc)}") from None
+        self._check_weights()
+        description = self.spec.description
+        self.inputs = [_feature_info(f) for f in description.input]
+        self.outputs = [_feature_info(f) for f in description.output]
+        meta = dict(description.metadata.userDefined)
+        if METADATA_KEY in meta:
+            self.metadata = ArtifactMetadata.from_json(meta[METADATA_KEY])
+        self._model = None
+        if self.can_run:
+            self._model = ct.models.MLModel(str(path), compute_units=getattr(ct.ComputeUnit, compute_units))
+
+    @property
+    def can_run(self) -> bool:
+        return sys.platform == "darwin"
+
+    def describe(self) -> str:
+        where = "Core ML" if self.can_run else "spec only: Core ML runs on macOS"
+        return f"coremltools {self._ct.__version__} ({where})"
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        if self._model is None:
+            raise EdgeVitError(
+                f"Core ML predictions need macOS; {Path(self.path).name} was checked structurally only"
+            )
+        out = self._model.predict({self.inputs[0].name: x})
+        return np.asarray(out[self.outputs[0].name])
+
+    def _operations(self):
+        if self.spec.WhichOneof("Type") != "mlProgram":
+            return []
+        ops = []
+        for function in self.spec.mlProgram.functions.values():
+            stack = list(function.block_specializations.values())
+            while stack:
+                block = stack.pop()
+                for op in block.operations:
+                    ops.append(op)
+                    stack.extend(op.blocks)
+        return ops
+
+    def op_census(self) -> dict[str, int]:
+        return dict(Counter(op.type for op in self._operations()).most_common())
+
+    def _check_weights(self) -> None:
+        """Every weight blob the program references lies whole inside its weight file."""
+        weights_dir = Path(self.path) / "Data" / "com.apple.CoreML" / "weights"
+        files: dict[str, bytes] = {}
+        for op in self._operations():
+            for value in op.attributes.values():
+                if value.WhichOneof("value") != "blobFileValue":
+                    continue
+                ref = value.blobFileValue
+                name = ref.fileName.rsplit("/", 1)[-1]
+                if name not in files:
+                    try:
+                        files[name] = (weights_dir / name).read_bytes()
+                    except OSError:
+                        raise ArtifactError(f"{self.path}: weight file {name} is missing") from None
+                data = files[name]
+                ok = ref.offset + 24 <= len(data)
+                if ok:
+                    sentinel, _, size, offset = struct.unpack_from("<IIQQ", data, ref.offset)
+                    ok = sentinel == _BLOB_SENTINEL and offset + size <= len(data)
+                if not ok:
+                    raise ArtifactError(f"{self.path}: weight file {name} is truncated or corrupt")

@@ -1,0 +1,86 @@
+"""LiteRT backend: ``ai_edge_litert``, falling back to ``tflite_runtime``, then ``tensorflow.lite``."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from edgevit.errors import ArtifactError, MissingDependencyError, first_line
+from edgevit.metadata import METADATA_KEY, ArtifactMetadata
+
+from .base import Runtime, TensorInfo
+from .tflite_format import read_metadata_entries
+
+_INTERPRETERS = (
+    ("ai_edge_litert.interpreter", "ai-edge-litert"),
+    ("tflite_runtime.interpreter", "tflite-runtime"),
+    ("tensorflow.lite", "tensorflow"),
+)
+
+
+def find_interpreter() -> tuple[type, str]:
+    """The first importable TFLite Interpreter class and the package that provides it."""
+    import importlib
+
+    for module_name, package in _INTERPRETERS:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        return module.Interpreter, package
+    raise MissingDependencyError("ai-edge-litert (or tflite-runtime)", "tflite", "to run .tflite artifacts")
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "?"
+
+
+class LiteRtRuntime(Runtime):
+    """Runs a .tflite file with the LiteRT (TFLite) interpreter on the CPU."""
+
+    backend = "litert"
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        super().__init__(path)
+        interpreter_cls, self.package = find_interpreter()
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise ArtifactError(f"cannot read {path}: {exc.strerror}") from None
+        entries = read_metadata_entries(data)  # also rejects truncated/corrupt files early
+        try:
+            self.interpreter = interpreter_cls(model_content=data, num_threads=threads or None)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ArtifactError(f"cannot load TFLite model {path}: {first_line(exc)}") from None
+        self._input = self.interpreter.get_input_details()[0]
+        self._output = self.interpreter.get_output_details()[0]
+        self.inputs = [self._info(d) for d in self.interpreter.get_input_details()]
+        self.outputs = [self._info(d) for d in self.interpreter.get_output_details()]
+        if METADATA_KEY in entries:
+            self.metadata = ArtifactMetadata.from_json(entries[METADATA_KEY])
+
+    @staticmethod
+    def _info(detail: dict) -> TensorInfo:
+        signature = detail.get("shape_signature", detail["shape"])
+        shape = tuple(None if int(d) < 0 else int(d) for d in signature)
+        return TensorInfo(detail["name"], shape, np.dtype(detail["dtype"]).name)
+
+    def describe(self) -> str:
+        return f"{self.package} {_version(self.package)} (CPU)"
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        self.interpreter.set_tensor(self._input["index"], x)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self._output["index"]).copy()
+
+    def op_census(self) -> dict[str, int]:
+        ops = self.interpreter._get_ops_details()  # public API has no op listing
+        return dict(Counter(op["op_name"] for op in ops).most_common())

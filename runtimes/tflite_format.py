@@ -1,0 +1,71 @@
+"""Read the metadata table of a .tflite flatbuffer with no dependency at all.
+
+Only what edgevit needs: ``Model.metadata[i] = {name, buffer}`` and ``Model.buffers[j].data``
+(TFLite schema field ids: Model.buffers = 4, Model.metadata = 6; Metadata.name = 0,
+Metadata.buffer = 1; Buffer.data = 0). Devices with only ``tflite_runtime`` can read
+edgevit metadata too.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from edgevit.errors import ArtifactError
+
+
+class _Table:
+    def __init__(self, buf: bytes, pos: int) -> None:
+        self.buf, self.pos = buf, pos
+        self.vtable = pos - struct.unpack_from("<i", buf, pos)[0]
+        self.vtable_size = struct.unpack_from("<H", buf, self.vtable)[0]
+
+    def _field(self, field_id: int) -> int | None:
+        entry = 4 + 2 * field_id
+        if entry >= self.vtable_size:
+            return None
+        offset = struct.unpack_from("<H", self.buf, self.vtable + entry)[0]
+        return self.pos + offset if offset else None
+
+    def _indirect(self, field_id: int) -> int | None:
+        at = self._field(field_id)
+        return None if at is None else at + struct.unpack_from("<I", self.buf, at)[0]
+
+    def u32(self, field_id: int, default: int = 0) -> int:
+        at = self._field(field_id)
+        return default if at is None else struct.unpack_from("<I", self.buf, at)[0]
+
+    def bytes_(self, field_id: int) -> bytes | None:
+        at = self._indirect(field_id)
+        if at is None:
+            return None
+        length = struct.unpack_from("<I", self.buf, at)[0]
+        return self.buf[at + 4: at + 4 + length]
+
+    def tables(self, field_id: int) -> list["_Table"]:
+        at = self._indirect(field_id)
+        if at is None:
+            return []
+        count = struct.unpack_from("<I", self.buf, at)[0]
+        items = []
+        for i in range(count):
+            slot = at + 4 + 4 * i
+            items.append(_Table(self.buf, slot + struct.unpack_from("<I", self.buf, slot)[0]))
+        return items
+
+
+def read_metadata_entries(data: bytes) -> dict[str, bytes]:
+    """Metadata name -> payload bytes of a TFLite model (``ArtifactError`` if malformed)."""
+    try:
+        if len(data) < 8 or data[4:8] != b"TFL3":
+            raise ValueError("no TFL3 file identifier")
+        model = _Table(data, struct.unpack_from("<I", data, 0)[0])
+        buffers = model.tables(4)
+        entries = {}
+        for meta in model.tables(6):
+            name = (meta.bytes_(0) or b"").decode("utf-8", "replace")
+            index = meta.u32(1)
+            payload = buffers[index].bytes_(0) if index < len(buffers) else None
+            entries[name] = payload or b""
+        return entries
+    except (struct.error, ValueError, IndexError) as exc:
+        raise ArtifactError(f"not a valid TFLite flatbuffer ({exc})") from None
