@@ -9,6 +9,7 @@ import numpy as np
 
 from edgevit.errors import ArtifactError, MissingDependencyError, first_line
 from edgevit.metadata import METADATA_KEY, ArtifactMetadata
+from edgevit.quiet import quiet_converters
 
 from .base import Runtime, TensorInfo
 from .tflite_format import read_metadata_entries
@@ -56,8 +57,9 @@ class LiteRtRuntime(Runtime):
             raise ArtifactError(f"cannot read {path}: {exc.strerror}") from None
         entries = read_metadata_entries(data)  # also rejects truncated/corrupt files early
         try:
-            self.interpreter = interpreter_cls(model_content=data, num_threads=threads or None)
-            self.interpreter.allocate_tensors()
+            with quiet_converters():  # the interpreter logs its delegate choice to stderr
+                self.interpreter = interpreter_cls(model_content=data, num_threads=threads or None)
+                self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ArtifactError(f"cannot load TFLite model {path}: {first_line(exc)}") from None
         self._input = self.interpreter.get_input_details()[0]

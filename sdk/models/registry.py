@@ -41,6 +41,7 @@ class ModelSpec:
     std: tuple[float, float, float] = IMAGENET_STD
     crop_pct: float = 0.875
     num_classes: int = 1000
+    size_multiple: int = 32  # input height/width must be a multiple of this
     paper: PaperFigures | None = None
     description: str = ""
 

@@ -1,0 +1,118 @@
+"""The public Python API (re-exported by ``edgevit``). Heavy imports happen inside calls."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import EdgeVitError, InputError, ParityError
+from .models.registry import get_spec
+from .models.registry import list_models as _list_models
+
+
+def list_models(family: str | None = None) -> list[str]:
+    """Names of the registered models (optionally of one family)."""
+    return _list_models(family)
+
+
+def create_model(name: str, *, weights: str | Path | None = None, num_classes: int | None = None,
+                 pretrained_layout: str = "auto") -> Any:
+    """Build a registered model in eval mode, loading ``weights`` strictly if given.
+
+    ``weights`` may be in edgevit's layout, the official repository's or timm's
+    (``pretrained_layout="auto"`` detects which).
+    """
+    spec = get_spec(name)
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        from .errors import MissingDependencyError
+
+        raise MissingDependencyError("torch", "export", "to build PyTorch models") from None
+    classes = spec.num_classes if num_classes is None else int(num_classes)
+    if classes < 1:
+        raise InputError(f"num_classes must be positive, got {num_classes}")
+    model = spec.resolve_builder()(num_classes=classes, **spec.config)
+    model.edgevit_name = name
+    if weights is not None:
+        from .models.checkpoints import load_weights
+
+        load_weights(model, spec, weights, pretrained_layout)
+    return model.eval()
+
+
+def export(model_or_name: Any, target: str = "onnx", output: str | Path = "edgevit_out", *,
+           weights: str | Path | None = None, image_size: int | Sequence[int] | None = None,
+           precision: str = "fp32", verify: bool = True, **options: Any):
+    """Export to ``target`` ("onnx", "coreml", "tflite" or "all") and verify parity.
+
+    Returns an ``ExportResult`` (a list of them for ``"all"``). A parity failure raises
+    :class:`ParityError` and writes nothing; its ``report`` holds the results.
+    Keyword options: ``dynamic_batch``, ``image_input``, ``labels``, ``image``,
+    ``num_inputs``, ``seed``, ``progress`` and exporter ``options`` (``opset``,
+    ``deployment_target``).
+    """
+    from .pipeline import export_model
+
+    results = export_model(model_or_name, target, output, weights=weights, image_size=image_size,
+                           precision=precision, verify=verify, **options)
+    failed = [r for r in results if not r.written]
+    if failed:
+        names = ", ".join(f"{r.target} (max abs err {r.parity.max_abs_err:.3g})" for r in failed if r.parity)
+        raise ParityError(f"parity check failed, nothing written for: {names}", report=results)
+    return results if target == "all" else results[0]
+
+
+def load(artifact_path: str | Path, *, runtime: str = "auto", threads: int | None = None, **options: Any):
+    """Load an artifact (.onnx, .tflite, .mlpackage, .pt2) with the runtime that fits it."""
+    from edgevit.runtimes.loader import load as _load
+
+    return _load(artifact_path, runtime=runtime, threads=threads, **options)
+
+
+def verify(artifact_path: str | Path, model: Any, *, weights: str | Path | None = None,
+           image: str | Path | None = None, num_inputs: int = 3, seed: int = 0,
+           runtime: str = "auto"):
+    """Compare an artifact with the PyTorch model (a registered name or an nn.Module)."""
+    import torch
+
+    from .preprocess import load_image
+    from .verify import check_parity, parity_inputs, structural_report
+
+    rt = load(artifact_path, runtime=runtime)
+    if isinstance(model, str):
+        spec = get_spec(model)
+        module = create_model(model, weights=weights)
+    else:
+        if weights is not None:
+            raise EdgeVitError("weights can only be given with a registered model name")
+        spec, module = None, model.eval()
+    meta = rt.metadata
+    precision = meta.precision if meta else "fp32"
+    shape = tuple(1 if d is None else d for d in rt.inputs[0].shape)
+    if not rt.can_run or (meta is not None and meta.image_input):
+        return structural_report(rt, shape, precision)
+    if len(shape) != 4:
+        raise InputError(f"{artifact_path} takes a rank-{len(shape)} input; edgevit verifies image models (N, C, H, W)")
+    checks = parity_inputs(shape, num_inputs, seed)
+    if image is not None:
+        mean = meta.mean if meta else (spec.mean if spec else (0.485, 0.456, 0.406))
+        std = meta.std if meta else (spec.std if spec else (0.229, 0.224, 0.225))
+        crop = meta.crop_pct if meta else 0.875
+        checks.append((f"image {Path(image).name}", load_image(image, shape[2:], mean, std, crop)))
+
+    def reference(x):
+        with torch.inference_mode():
+            return module(torch.from_numpy(x)).numpy()
+
+    try:
+        return check_parity(rt, reference, checks, precision)
+    except RuntimeError as exc:  # the model cannot take the artifact's input shape
+        raise InputError(f"the PyTorch model does not accept the artifact's input {shape}: {exc}") from None
+
+
+def benchmark(artifact_paths: Sequence[str | Path], **options: Any):
+    """Latency, throughput, size and peak memory of each artifact (see ``edgevit.bench``)."""
+    from .bench import benchmark as _benchmark
+
+    return _benchmark(artifact_paths, **options)

@@ -1,0 +1,50 @@
+"""Output locations: checked before long work starts, written atomically at the end."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .errors import OutputPathError
+
+
+def ensure_writable_dir(directory: Path) -> Path:
+    """Create ``directory`` if needed and prove it is writable (``OutputPathError`` if not)."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".edgevit-probe-"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise OutputPathError(f"cannot write to output directory {directory}: {reason}") from None
+    return directory
+
+
+def staging_dir(directory: Path) -> Path:
+    """A private scratch directory beside the final location (same filesystem: atomic rename)."""
+    return Path(tempfile.mkdtemp(prefix=".edgevit-tmp-", dir=directory))
+
+
+def publish(staged: Path, final: Path) -> None:
+    """Move a finished file or directory into place atomically, replacing what was there."""
+    if staged.is_dir():
+        old = None
+        if final.exists():
+            old = staged.parent / (".old-" + final.name)
+            os.replace(final, old)
+        os.replace(staged, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
+    else:
+        if final.is_dir():
+            shutil.rmtree(final)
+        os.replace(staged, final)
+
+
+def artifact_size(path: Path) -> int:
+    """Bytes on disk of a file or a directory tree (an .mlpackage)."""
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return path.stat().st_size

@@ -1,0 +1,205 @@
+"""The export flow: model -> torch.export -> exporter -> verify -> metadata -> atomic rename."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .errors import EdgeVitError, ExportError, InputError, first_line
+from .metadata import ArtifactMetadata
+from .models.registry import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, get_spec
+from .paths import artifact_size, ensure_writable_dir, publish, staging_dir
+from .verify import ParityReport, check_parity, parity_inputs, structural_report
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class ExportResult:
+    """One artifact written (or refused) by :func:`export_model`."""
+
+    target: str
+    path: Path
+    precision: str
+    written: bool
+    size_bytes: int = 0
+    seconds: float = 0.0
+    parity: ParityReport | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "path": str(self.path),
+            "precision": self.precision,
+            "written": self.written,
+            "size_bytes": self.size_bytes,
+            "seconds": round(self.seconds, 2),
+            "parity": self.parity.to_dict() if self.parity else None,
+        }
+
+
+def _image_hw(image_size: int | Sequence[int] | None, default: tuple[int, int]) -> tuple[int, int]:
+    if image_size is None:
+        return default
+    if isinstance(image_size, int):
+        return (image_size, image_size)
+    hw = tuple(int(v) for v in image_size)
+    if len(hw) != 2:
+        raise InputError(f"image size must be one number or (height, width), got {image_size!r}")
+    return hw  # type: ignore[return-value]
+
+
+def read_labels(labels: Sequence[str] | str | Path | None) -> list[str] | None:
+    """Class labels from a list, or a text file with one label per line."""
+    if labels is None or isinstance(labels, (list, tuple)):
+        return list(labels) if labels is not None else None
+    path = Path(labels)
+    try:
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    except OSError as exc:
+        raise InputError(f"cannot read labels file {path}: {exc.strerror}") from None
+    return [line for line in lines if line]
+
+
+def output_path(output: str | Path, model_name: str, target: str, precision: str) -> Path:
+    """``output`` is a directory (the file is named after the model) or a file with the target's suffix."""
+    from edgevit.exporters import artifact_suffix
+
+    output = Path(output)
+    suffix = artifact_suffix(target)
+    if output.suffix.lower() == suffix:
+        return output
+    stem = model_name if precision == "fp32" else f"{model_name}_{precision}"
+    return output / f"{stem}{suffix}"
+
+
+def export_model(
+    model: Any,
+    target: str = "onnx",
+    output: str | Path = "edgevit_out",
+    *,
+    weights: str | Path | None = None,
+    image_size: int | Sequence[int] | None = None,
+    precision: str = "fp32",
+    verify: bool = True,
+    dynamic_batch: bool = False,
+    image_input: bool = False,
+    labels: Sequence[str] | str | Path | None = None,
+    image: str | Path | None = None,
+    num_inputs: int = 3,
+    seed: int = 0,
+    options: dict[str, Any] | None = None,
+    progress: Progress | None = None,
+) -> list[ExportResult]:
+    """Export ``model`` (a registered name or an nn.Module) to one target or ``"all"``."""
+    import torch
+
+    from edgevit.exporters import PRECISIONS, ExportRequest, exporter_module, resolve_targets
+    from edgevit.runtimes.loader import load
+
+    say = progress or (lambda message: None)
+    targets = resolve_targets(target)
+    if precision not in PRECISIONS:
+        raise InputError(f"unknown precision {precision!r}: choose {' or '.join(PRECISIONS)}")
+    if num_inputs < 1:
+        raise InputError("verification needs at least one input (num_inputs >= 1)")
+    spec, module, name = _resolve_model(model, weights, say)
+    height, width = _image_hw(image_size, spec.input_size[1:] if spec else (224, 224))
+    multiple = spec.size_multiple if spec else 1
+    if height % multiple or width % multiple or height <= 0 or width <= 0:
+        raise InputError(f"image size {height}x{width} does not fit {name}: use multiples of {multiple}")
+    finals = {t: output_path(output, name, t, precision) for t in targets}
+    for final in finals.values():
+        ensure_writable_dir(final.parent)
+    class_labels = read_labels(labels)
+    mean = spec.mean if spec else IMAGENET_MEAN
+    std = spec.std if spec else IMAGENET_STD
+
+    generator = torch.Generator().manual_seed(seed)
+    example = torch.randn(1, 3, height, width, generator=generator)
+    say(f"tracing {name} at {height}x{width} with torch.export")
+    try:
+        with torch.inference_mode():
+            module(example)
+        program = torch.export.export(module, (example,))
+    except Exception as exc:
+        raise ExportError(f"torch.export could not trace {name} at {height}x{width}: {first_line(exc)}") from None
+
+    checks = parity_inputs((1, 3, height, width), num_inputs, seed)
+    if image is not None:
+        from .preprocess import load_image
+
+        crop = spec.crop_pct if spec else 0.875
+        checks.append((f"image {Path(image).name}", load_image(image, (height, width), mean, std, crop)))
+
+    def reference(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(torch.from_numpy(x)).numpy()
+
+    results = []
+    for tgt in targets:
+        exporter = exporter_module(tgt)
+        request = ExportRequest(
+            model=module, program=program, example=example, model_name=name, precision=precision,
+            dynamic_batch=dynamic_batch and tgt == "onnx", image_input=image_input and tgt == "coreml",
+            mean=mean, std=std, labels=class_labels if tgt == "coreml" else None, options=dict(options or {}),
+        )
+        results.append(_export_one(tgt, exporter, request, finals[tgt], spec, verify, checks, reference, load, say))
+    return results
+
+
+def _resolve_model(model: Any, weights: str | Path | None, say: Progress) -> tuple[ModelSpec | None, Any, str]:
+    from .api import create_model
+
+    if isinstance(model, str):
+        spec = get_spec(model)
+        say(f"building {model}" + (f" with weights {weights}" if weights else " (random weights)"))
+        return spec, create_model(model, weights=weights), model
+    if weights is not None:
+        raise EdgeVitError("weights can only be given with a registered model name")
+    if not hasattr(model, "forward"):
+        raise InputError(f"expected a model name or a torch.nn.Module, got {type(model).__name__}")
+    name = getattr(model, "edgevit_name", None) or type(model).__name__.lower()
+    return None, model.eval(), name
+
+
+def _export_one(target, exporter, request, final: Path, spec, verify: bool, checks, reference, load,
+                say: Progress) -> ExportResult:
+    started = time.perf_counter()
+    staging = staging_dir(final.parent)
+    try:
+        staged = staging / final.name
+        say(f"{target}: converting")
+        exporter.convert(request, staged)
+        runtime = load(staged)
+        report = None
+        if verify:
+            say(f"{target}: verifying parity with PyTorch ({runtime.describe()})")
+            if runtime.can_run and not request.image_input:
+                report = check_parity(runtime, reference, checks, request.precision)
+            else:
+                report = structural_report(runtime, tuple(request.example.shape), request.precision)
+        metadata = ArtifactMetadata(
+            model=request.model_name, target=target, precision=request.precision,
+            input_name=runtime.inputs[0].name, input_shape=list(runtime.inputs[0].shape),
+            image_input=request.image_input, mean=list(request.mean), std=list(request.std),
+            crop_pct=spec.crop_pct if spec else 0.875, output_name=runtime.outputs[0].name,
+            labels=request.labels, parity=report.summary() if report else None,
+        )
+        result = ExportResult(target, final, request.precision, written=False, parity=report,
+                              metadata=metadata.to_dict())
+        if report is None or report.passed:
+            exporter.write_metadata(staged, metadata)
+            publish(staged, final)
+            result.written = True
+            result.size_bytes = artifact_size(final)
+        result.seconds = time.perf_counter() - started
+        return result
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
