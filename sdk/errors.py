@@ -63,3 +63,13 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     text = str(exc).strip()
     line = text.splitlines()[0] if text else type(exc).__name__
     return line[:limit]
+
+
+def rebuild_error(class_name: str, message: str) -> EdgeVitError:
+    """Recreate an edgevit error reported by another process (class by name, same message)."""
+    cls = globals().get(class_name)
+    if not (isinstance(cls, type) and issubclass(cls, EdgeVitError)):
+        cls = EdgeVitError
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    return error

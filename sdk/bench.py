@@ -1,0 +1,153 @@
+"""Benchmark artifacts: latency (median, p90), throughput, size and peak memory.
+
+Each artifact is measured in its own spawned process, so its peak resident memory is its
+own (runtime + model + buffers) and one runtime's threads cannot disturb another's.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from . import errors
+from .errors import EdgeVitError, InputError
+from .paths import artifact_size, ensure_writable_dir
+
+
+@dataclass
+class BenchRow:
+    """One artifact's measurements."""
+
+    artifact: str
+    backend: str
+    threads: int | None
+    runs: int
+    size_mb: float
+    median_ms: float
+    p90_ms: float
+    mean_ms: float
+    throughput_ips: float  # images per second at the artifact's batch size
+    peak_rss_mb: float
+
+
+@dataclass
+class BenchReport:
+    rows: list[BenchRow] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rows": [asdict(r) for r in self.rows]}
+
+
+def _peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1e6 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+
+
+def measure(path: str, runtime: str, threads: int | None, runs: int, warmup: int) -> dict[str, Any]:
+    """Load and time one artifact in this process."""
+    from edgevit.runtimes.loader import load
+
+    rt = load(path, runtime=runtime, threads=threads)
+    if not rt.can_run:
+        raise InputError(f"{path}: {rt.describe()} cannot run it here")
+    spec = rt.inputs[0]
+    shape = tuple(1 if d is None else d for d in spec.shape)
+    x = np.random.default_rng(0).standard_normal(shape).astype(spec.dtype)
+    for _ in range(warmup):
+        rt.run(x)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        rt.run(x)
+        times.append(time.perf_counter() - start)
+    ms = np.asarray(times) * 1000
+    median = float(np.median(ms))
+    return dict(
+        artifact=path, backend=rt.describe(), threads=threads, runs=runs,
+        size_mb=round(artifact_size(Path(path)) / 1e6, 3),
+        median_ms=round(median, 3), p90_ms=round(float(np.percentile(ms, 90)), 3),
+        mean_ms=round(float(ms.mean()), 3), throughput_ips=round(shape[0] * 1000 / median, 2),
+        peak_rss_mb=round(_peak_rss_mb(), 1),
+    )
+
+
+def _child(queue, args) -> None:
+    try:
+        queue.put(("ok", measure(*args)))
+    except EdgeVitError as exc:
+        queue.put(("error", type(exc).__name__, str(exc)))
+    except Exception as exc:  # report, never hang the parent
+        queue.put(("error", "EdgeVitError", f"{args[0]}: {type(exc).__name__}: {errors.first_line(exc)}"))
+
+
+def _measure_isolated(args: tuple, timeout: float) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(queue, args), daemon=True)
+    proc.start()
+    try:
+        message = queue.get(timeout=timeout)
+    except Exception:
+        proc.kill()
+        proc.join()
+        raise EdgeVitError(
+            f"benchmark worker for {args[0]} died or timed out (exit code {proc.exitcode})"
+        ) from None
+    proc.join()
+    if message[0] == "ok":
+        return message[1]
+    raise errors.rebuild_error(message[1], message[2])
+
+
+def benchmark(artifact_paths: Sequence[str | Path], *, runs: int = 50, warmup: int = 5,
+              threads: int | None = None, runtime: str = "auto", isolate: bool = True,
+              timeout: float = 600.0, progress: Callable[[str], None] | None = None) -> BenchReport:
+    """Measure every artifact (in its own process unless ``isolate`` is False)."""
+    if runs < 1 or warmup < 0:
+        raise InputError("runs must be >= 1 and warmup >= 0")
+    if threads is not None and threads < 1:
+        raise InputError("threads must be >= 1")
+    report = BenchReport()
+    for path in artifact_paths:
+        if progress:
+            progress(f"benchmarking {path}")
+        args = (str(path), runtime, threads, runs, warmup)
+        row = _measure_isolated(args, timeout) if isolate else measure(*args)
+        report.rows.append(BenchRow(**row))
+    return report
+
+
+def plot(report: BenchReport, path: str | Path) -> Path:
+    """Bar chart of median latency (p90 as whiskers) per artifact, written atomically."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise errors.MissingDependencyError("matplotlib", "plot", "for --plot") from None
+    path = Path(path)
+    ensure_writable_dir(path.parent if str(path.parent) else Path("."))
+    labels = [f"{Path(r.artifact).name}\n{r.backend.split(' (')[0]}" for r in report.rows]
+    medians = [r.median_ms for r in report.rows]
+    upper = [max(r.p90_ms - r.median_ms, 0.0) for r in report.rows]
+    fig, ax = plt.subplots(figsize=(max(4, 2.2 * len(labels)), 4))
+    bars = ax.bar(labels, medians, yerr=[[0] * len(upper), upper], capsize=6, color="#4C78A8")
+    for bar, value in zip(bars, medians):
+        ax.annotate(f"{value:.2f} ms", (bar.get_x() + bar.get_width() / 2, value),
+                    ha="center", va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
+    ax.set_ylabel("latency, ms (bar: median, whisker: p90)")
+    ax.set_title("edgevit bench")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+    return path

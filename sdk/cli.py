@@ -1,0 +1,341 @@
+"""The ``edgevit`` command line. Imports stay inside commands so ``--help`` is instant."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+
+app = typer.Typer(
+    name="edgevit",
+    help="Deploy mobile hybrid vision transformers to ONNX, Core ML and TFLite, with verified parity.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class _State:
+    json = False
+    quiet = False
+    debug = False
+
+
+state = _State()
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+
+
+def _emit(data: Any, human) -> None:
+    """Print ``data`` as JSON with --json, else call ``human()`` to print tables."""
+    if state.json:
+        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    else:
+        human()
+
+
+class _Progress:
+    """A spinner on stderr with the current step (silent with --quiet or --json)."""
+
+    def __init__(self) -> None:
+        self._status = None
+
+    def __enter__(self):
+        if not (state.quiet or state.json):
+            self._status = _console(stderr=True).status("starting")
+            self._status.__enter__()
+        return self
+
+    def __call__(self, message: str) -> None:
+        if self._status is not None:
+            self._status.update(message)
+            self._status.console.print(f"[dim]- {message}[/]")
+
+    def __exit__(self, *exc) -> None:
+        if self._status is not None:
+            self._status.__exit__(*exc)
+
+
+@app.callback()
+def _options(
+    json_output: bool = typer.Option(False, "--json", help="Print machine-readable JSON on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks and converter logs."),
+) -> None:
+    state.json, state.quiet, state.debug = json_output, quiet, debug
+    if debug:
+        import os
+
+        os.environ["EDGEVIT_DEBUG"] = "1"
+
+
+@app.command("models")
+def models_command(family: Optional[str] = typer.Option(None, help="Only this family (e.g. edgenext).")) -> None:
+    """List the registered models."""
+    from edgevit.models.registry import get_spec, list_models
+
+    specs = [get_spec(n) for n in list_models(family)]
+    rows = [
+        {
+            "name": s.name, "family": s.family, "input": "x".join(map(str, s.input_size)),
+            "params_m": s.paper.params_m if s.paper else None,
+            "gmacs": s.paper.gmacs if s.paper else None,
+            "top1": s.paper.top1 if s.paper else None, "description": s.description,
+        }
+        for s in specs
+    ]
+
+    def human() -> None:
+        from rich.table import Table
+
+        table = Table(title="edgevit models (paper figures, ImageNet-1k)")
+        for col in ("name", "input", "params (M)", "GMACs", "top-1 %"):
+            table.add_column(col, no_wrap=True)
+        for r in rows:
+            table.add_row(r["name"], r["input"], str(r["params_m"]), str(r["gmacs"]), str(r["top1"]))
+        _console().print(table)
+
+    _emit(rows, human)
+
+
+def _parity_table(report) -> None:
+    from rich.table import Table
+
+    console = _console()
+    if not report.numerically_verified:
+        s = report.structural or {}
+        verdict = "[green]ok[/]" if report.passed else "[red]FAILED[/]"
+        console.print(f"structural check {verdict}: inputs {', '.join(s.get('inputs', []))}; "
+                      f"outputs {', '.join(s.get('outputs', []))}; {sum(s.get('op_census', {}).values())} ops")
+        for problem in s.get("problems", []):
+            console.print(f"  [red]{problem}[/]")
+        console.print(f"[yellow]{report.note}[/]")
+        return
+    table = Table(title=f"parity vs PyTorch: {report.backend}, {report.precision} "
+                        f"(atol {report.atol:g}, rtol {report.rtol:g})")
+    for col in ("input", "max abs err", "mean abs err", "worst at", "ref", "got", "top-1 ref/got", "result"):
+        table.add_column(col)
+    for r in report.rows:
+        table.add_row(r.input, f"{r.max_abs_err:.3g}", f"{r.mean_abs_err:.3g}", str(tuple(r.worst_index)),
+                      f"{r.worst_ref:.5g}", f"{r.worst_got:.5g}", f"{r.top1_ref}/{r.top1_got}",
+                      "[green]pass[/]" if r.passed else "[red]FAIL[/]")
+    console.print(table)
+
+
+@app.command("export")
+def export_command(
+    model: str = typer.Option(..., "--model", "-m", help="Registered model name (see 'edgevit models')."),
+    target: str = typer.Option("onnx", "--target", "-t", help="onnx, coreml, tflite or all."),
+    output: Path = typer.Option(Path("edgevit_out"), "--output", "-o", help="Output directory (or file)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", "-w", help="Checkpoint: edgevit, official or timm layout."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help="Input height and width (default: the model's)."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 or fp16 (Core ML, TFLite)."),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="Check parity with PyTorch (default on)."),
+    dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="ONNX: dynamic batch axis."),
+    image_input: bool = typer.Option(False, "--image-input", help="Core ML: RGB image input, mean/std baked in."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Core ML classifier labels, one per line."),
+    image: Optional[Path] = typer.Option(None, "--image", help="Also verify on this image."),
+    num_inputs: int = typer.Option(3, "--num-inputs", help="Random inputs used for verification."),
+    opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (18 or newer)."),
+    deployment_target: Optional[str] = typer.Option(None, "--deployment-target", help="Core ML: iOS16, iOS17 or iOS18."),
+) -> None:
+    """Export a model, verify the artifact against PyTorch, write it atomically."""
+    from edgevit.pipeline import export_model
+
+    options = {k: v for k, v in (("opset", opset), ("deployment_target", deployment_target)) if v is not None}
+    with _Progress() as progress:
+        results = export_model(
+            model, target, output, weights=weights, image_size=image_size, precision=precision,
+            verify=verify, dynamic_batch=dynamic_batch, image_input=image_input, labels=labels,
+            image=image, num_inputs=num_inputs, options=options, progress=progress,
+        )
+    failed = [r for r in results if not r.written]
+
+    def human() -> None:
+        console = _console()
+        for r in results:
+            if r.parity is not None:
+                _parity_table(r.parity)
+            if r.written:
+                checked = ("verified" if r.parity and r.parity.numerically_verified else
+                           "structurally checked, not numerically verified" if r.parity else "not verified")
+                console.print(f"[bold]{r.target}[/]: wrote {r.path} ({r.size_bytes / 1e6:.2f} MB, "
+                              f"{r.seconds:.1f} s, {checked})")
+            else:
+                console.print(f"[bold red]{r.target}: parity check failed, nothing written[/]")
+
+    _emit([r.to_dict() for r in results], human)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("verify")
+def verify_command(
+    artifact: Path = typer.Argument(..., help="An .onnx, .tflite or .mlpackage file."),
+    model: str = typer.Option(..., "--model", "-m", help="Registered model name."),
+    weights: Optional[Path] = typer.Option(None, "--weights", "-w", help="Checkpoint the artifact was made from."),
+    image: Optional[Path] = typer.Option(None, "--image", help="Also compare on this image."),
+    num_inputs: int = typer.Option(3, "--num-inputs", help="Random inputs to compare on."),
+    runtime: str = typer.Option("auto", "--runtime", help="Runtime to run the artifact with."),
+) -> None:
+    """Compare an artifact's outputs with the PyTorch model's (exit 1 above tolerance)."""
+    from edgevit.api import verify
+
+    with _Progress() as progress:
+        progress(f"verifying {artifact} against {model}")
+        report = verify(artifact, model, weights=weights, image=image, num_inputs=num_inputs, runtime=runtime)
+    _emit(report.to_dict(), lambda: _parity_table(report))
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+@app.command("predict")
+def predict_command(
+    artifact: Path = typer.Argument(..., help="An .onnx, .tflite or .mlpackage file."),
+    input_path: Path = typer.Argument(..., metavar="INPUT", help="An image, or a .npy array of the input's shape."),
+    top_k: int = typer.Option(5, "--top-k", help="How many classes to show."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Class labels, one per line."),
+    runtime: str = typer.Option("auto", "--runtime", help="Runtime to run the artifact with."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Runtime threads."),
+) -> None:
+    """Classify an image (or run a .npy input) with an artifact."""
+    from edgevit.predict import predict
+
+    result = predict(artifact, input_path, top_k=top_k, labels=labels, runtime=runtime, threads=threads)
+
+    def human() -> None:
+        from rich.table import Table
+
+        table = Table(title=f"{artifact.name} on {input_path.name} ({result['backend']})")
+        for col in ("rank", "class", "label", "probability"):
+            table.add_column(col)
+        for i, item in enumerate(result["top"], 1):
+            table.add_row(str(i), str(item["class"]), item["label"] or "", f"{item['probability']:.4f}")
+        _console().print(table)
+
+    _emit(result, human)
+
+
+@app.command("info")
+def info_command(
+    artifact: Path = typer.Argument(..., help="An .onnx, .tflite or .mlpackage file."),
+    ops: bool = typer.Option(False, "--ops", help="Print the full operator census."),
+) -> None:
+    """Show an artifact's inputs, outputs, metadata and operators."""
+    from edgevit.inspect import describe_artifact
+
+    info = describe_artifact(artifact)
+
+    def human() -> None:
+        console = _console()
+        console.print(f"[bold]{info['path']}[/] ({info['format']}, {info['size_bytes'] / 1e6:.2f} MB)")
+        console.print(f"runtime: {info['runtime']}")
+        for kind in ("inputs", "outputs"):
+            console.print(f"{kind}: " + "; ".join(info[kind]))
+        meta = info["metadata"]
+        if meta:
+            parity = meta.get("parity") or {}
+            console.print(f"model: {meta['model']}  precision: {meta['precision']}  "
+                          f"edgevit: {meta['edgevit_version']}  image input: {meta['image_input']}")
+            console.print(f"mean/std: {meta['mean']} / {meta['std']}  labels: "
+                          f"{len(meta['labels']) if meta.get('labels') else 'none'}")
+            if parity:
+                verified = "numerically" if parity.get("numerically_verified") else "structurally only"
+                console.print(f"parity at export: {parity['status']} ({verified}, backend {parity['backend']}, "
+                              f"max abs err {parity['max_abs_err']}, top-1 agreement {parity['top1_agreement']})")
+        else:
+            console.print("[yellow]no edgevit metadata (not exported by edgevit)[/]")
+        census = info["op_census"]
+        console.print(f"operators: {sum(census.values())} in {len(census)} types")
+        shown = census if ops else dict(list(census.items())[:8])
+        console.print("  " + ", ".join(f"{k} {v}" for k, v in shown.items())
+                      + ("" if ops or len(census) <= 8 else ", ... (--ops for all)"))
+
+    _emit(info, human)
+
+
+@app.command("bench")
+def bench_command(
+    artifacts: List[Path] = typer.Argument(..., help="Artifacts to measure."),
+    runs: int = typer.Option(50, "--runs", help="Timed runs per artifact."),
+    warmup: int = typer.Option(5, "--warmup", help="Untimed runs first."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Runtime threads (default: the runtime's)."),
+    runtime: str = typer.Option("auto", "--runtime", help="Runtime to use."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG chart here."),
+) -> None:
+    """Latency (median, p90), throughput, size and peak memory per artifact."""
+    from edgevit.bench import benchmark
+    from edgevit.bench import plot as plot_report
+
+    with _Progress() as progress:
+        report = benchmark(artifacts, runs=runs, warmup=warmup, threads=threads, runtime=runtime,
+                           progress=progress)
+    if plot is not None:
+        plot_report(report, plot)
+
+    def human() -> None:
+        from rich.table import Table
+
+        table = Table(title=f"edgevit bench ({runs} runs after {warmup} warm-up, batch 1)")
+        for col in ("artifact", "runtime", "threads", "size MB", "median ms", "p90 ms", "img/s", "peak RSS MB"):
+            table.add_column(col, overflow="fold")
+        for r in report.rows:
+            table.add_row(Path(r.artifact).name, r.backend.split(" (")[0], str(r.threads or "default"), f"{r.size_mb:.2f}",
+                          f"{r.median_ms:.2f}", f"{r.p90_ms:.2f}", f"{r.throughput_ips:.1f}", f"{r.peak_rss_mb:.0f}")
+        _console().print(table)
+        if plot is not None:
+            _console().print(f"chart: {plot}")
+
+    _emit(report.to_dict(), human)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: one-line errors with exit codes 0 ok, 1 check failed, 2 bad input."""
+    import click
+
+    from edgevit.errors import EdgeVitError
+
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        result = app(args=args, prog_name="edgevit", standalone_mode=False)
+        code = result if isinstance(result, int) else 0
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.ClickException as exc:
+        sys.stderr.write(f"edgevit: error: {exc.format_message()}\n")
+        code = 2
+    except click.exceptions.Abort:
+        sys.stderr.write("edgevit: aborted\n")
+        code = 130
+    except EdgeVitError as exc:
+        if state.debug:
+            import traceback
+
+            traceback.print_exc()
+        sys.stderr.write(f"edgevit: error: {exc}\n")
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("edgevit: interrupted\n")
+        code = 130
+    except Exception as exc:  # a bug: one line unless --debug
+        if state.debug:
+            raise
+        from edgevit.errors import first_line
+
+        sys.stderr.write(f"edgevit: internal error: {type(exc).__name__}: {first_line(exc)} "
+                         "(rerun with --debug for the traceback)\n")
+        code = 1
+    if argv is None:
+        sys.exit(code)
+    return code
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,26 @@
+"""What an artifact is: format, size, runtime, inputs/outputs, edgevit metadata, op census."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .paths import artifact_size
+
+
+def describe_artifact(path: str | Path) -> dict[str, Any]:
+    """A JSON-ready description of ``path`` (loads it; never runs it)."""
+    from edgevit.runtimes.loader import artifact_kind, load
+
+    path = Path(path)
+    rt = load(path)
+    return {
+        "path": str(path),
+        "format": artifact_kind(path),
+        "size_bytes": artifact_size(path),
+        "runtime": rt.describe(),
+        "inputs": [i.describe() for i in rt.inputs],
+        "outputs": [o.describe() for o in rt.outputs],
+        "metadata": rt.metadata.to_dict() if rt.metadata else None,
+        "op_census": rt.op_census(),
+    }
