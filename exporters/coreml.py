@@ -27,6 +27,11 @@ def import_coremltools():
     return coremltools
 
 
+def check_dependencies() -> None:
+    """Raise MissingDependencyError unless coremltools imports."""
+    import_coremltools()
+
+
 def _image_wrapper(request: ExportRequest):
     """The model behind a 0-255 RGB image input: ``(x / 255 - mean) / std`` baked in."""
     import torch

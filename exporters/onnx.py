@@ -24,6 +24,11 @@ def _imports():
     return torch, onnx
 
 
+def check_dependencies() -> None:
+    """Raise MissingDependencyError unless torch, onnx and onnxscript import."""
+    _imports()
+
+
 def convert(request: ExportRequest, dest: Path) -> None:
     """Export ``request`` to an ONNX file at ``dest`` (constants folded, dead nodes removed)."""
     torch, onnx = _imports()

@@ -14,12 +14,23 @@ from edgevit.quiet import quiet_converters
 from . import ExportRequest
 
 
-def convert(request: ExportRequest, dest: Path) -> None:
-    """Convert ``request.model`` to a .tflite file at ``dest`` (fp32, or fp16 weights)."""
+def _import_litert_torch():
     try:
-        import litert_torch
+        with quiet_converters():  # its import prints native-library warnings
+            import litert_torch
     except ImportError:
         raise MissingDependencyError("litert-torch", "export", "to export TFLite") from None
+    return litert_torch
+
+
+def check_dependencies() -> None:
+    """Raise MissingDependencyError unless litert-torch imports."""
+    _import_litert_torch()
+
+
+def convert(request: ExportRequest, dest: Path) -> None:
+    """Convert ``request.model`` to a .tflite file at ``dest`` (fp32, or fp16 weights)."""
+    litert_torch = _import_litert_torch()
     if request.dynamic_batch:
         raise ExportError("TFLite artifacts have a static batch: drop --dynamic-batch for tflite")
     if request.image_input:

@@ -55,7 +55,7 @@ class LiteRtRuntime(Runtime):
             data = Path(path).read_bytes()
         except OSError as exc:
             raise ArtifactError(f"cannot read {path}: {exc.strerror}") from None
-        entries = read_metadata_entries(data)  # also rejects truncated/corrupt files early
+        entries = read_metadata_entries(data, str(path))  # also rejects truncated/corrupt files early
         try:
             with quiet_converters():  # the interpreter logs its delegate choice to stderr
                 self.interpreter = interpreter_cls(model_content=data, num_threads=threads or None)

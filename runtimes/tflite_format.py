@@ -53,7 +53,7 @@ class _Table:
         return items
 
 
-def read_metadata_entries(data: bytes) -> dict[str, bytes]:
+def read_metadata_entries(data: bytes, source: str = "model") -> dict[str, bytes]:
     """Metadata name -> payload bytes of a TFLite model (``ArtifactError`` if malformed)."""
     try:
         if len(data) < 8 or data[4:8] != b"TFL3":
@@ -68,4 +68,4 @@ def read_metadata_entries(data: bytes) -> dict[str, bytes]:
             entries[name] = payload or b""
         return entries
     except (struct.error, ValueError, IndexError) as exc:
-        raise ArtifactError(f"not a valid TFLite flatbuffer ({exc})") from None
+        raise ArtifactError(f"{source} is not a valid TFLite flatbuffer (truncated or corrupt: {exc})") from None

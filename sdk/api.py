@@ -19,12 +19,15 @@ def create_model(name: str, *, weights: str | Path | None = None, num_classes: i
                  pretrained_layout: str = "auto") -> Any:
     """Build a registered model in eval mode, loading ``weights`` strictly if given.
 
+    Without ``weights`` the model has deterministic random weights (seed 0), so that an
+    export and a later ``verify`` in another process agree.
+
     ``weights`` may be in edgevit's layout, the official repository's or timm's
     (``pretrained_layout="auto"`` detects which).
     """
     spec = get_spec(name)
     try:
-        import torch  # noqa: F401
+        import torch
     except ImportError:
         from .errors import MissingDependencyError
 
@@ -32,7 +35,9 @@ def create_model(name: str, *, weights: str | Path | None = None, num_classes: i
     classes = spec.num_classes if num_classes is None else int(num_classes)
     if classes < 1:
         raise InputError(f"num_classes must be positive, got {num_classes}")
-    model = spec.resolve_builder()(num_classes=classes, **spec.config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # random weights are the same in every process (seed 0)
+        model = spec.resolve_builder()(num_classes=classes, **spec.config)
     model.edgevit_name = name
     if weights is not None:
         from .models.checkpoints import load_weights

@@ -30,7 +30,10 @@ state = _State()
 def _console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    console = Console(stderr=stderr, highlight=False, soft_wrap=False)
+    if not console.is_terminal:  # logs and pipes: wide enough for every table column
+        console.width = max(console.width, 160)
+    return console
 
 
 def _emit(data: Any, human) -> None:
@@ -42,13 +45,13 @@ def _emit(data: Any, human) -> None:
 
 
 class _Progress:
-    """A spinner on stderr with the current step (silent with --quiet or --json)."""
+    """A spinner on stderr with the current step, on a terminal only (not with --quiet/--json)."""
 
     def __init__(self) -> None:
         self._status = None
 
     def __enter__(self):
-        if not (state.quiet or state.json):
+        if not (state.quiet or state.json) and sys.stderr.isatty():
             self._status = _console(stderr=True).status("starting")
             self._status.__enter__()
         return self

@@ -109,6 +109,8 @@ def export_model(
         raise InputError(f"unknown precision {precision!r}: choose {' or '.join(PRECISIONS)}")
     if num_inputs < 1:
         raise InputError("verification needs at least one input (num_inputs >= 1)")
+    for tgt in targets:  # a missing converter is reported before any long work starts
+        exporter_module(tgt).check_dependencies()
     spec, module, name = _resolve_model(model, weights, say)
     height, width = _image_hw(image_size, spec.input_size[1:] if spec else (224, 224))
     multiple = spec.size_multiple if spec else 1

@@ -1,0 +1,95 @@
+"""Every registered model to every target at a small size, each artifact checked."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import edgevit
+from edgevit.exporters import TARGETS
+
+from .conftest import SMALL
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", edgevit.list_models())
+def test_every_model_exports_to_every_target_with_parity(name, tmp_path):
+    results = edgevit.export(name, "all", tmp_path, image_size=SMALL, num_inputs=2)
+    assert [r.target for r in results] == list(TARGETS)
+    for result in results:
+        assert result.written and result.path.exists(), result
+        report = result.parity
+        assert report is not None and report.passed, report
+        rt = edgevit.load(result.path)
+        assert rt.metadata.model == name and rt.metadata.parity["status"] == "passed"
+        assert rt.metadata.input_shape == [1, 3, SMALL, SMALL]
+        if result.target == "coreml":
+            assert not report.numerically_verified  # Linux: structural only, and says so
+            assert "not numerically verified" in report.note
+        else:
+            assert report.numerically_verified and report.max_abs_err < 1e-4
+            assert report.top1_agreement == 1.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(r.path.name for r in results)
+
+
+@pytest.mark.parametrize("target", ["tflite", "coreml"])
+def test_fp16_exports(target, tmp_path):
+    result = edgevit.export("edgenext_xx_small", target, tmp_path, image_size=SMALL, precision="fp16")
+    assert result.written and result.path.name == f"edgenext_xx_small_fp16{TARGETS[target][1]}"
+    assert result.parity.passed and result.parity.atol == 5e-2
+    assert edgevit.load(result.path).metadata.precision == "fp16"
+    if target == "tflite":
+        fp32 = edgevit.export("edgenext_xx_small", target, tmp_path, image_size=SMALL)
+        assert result.size_bytes < 0.7 * fp32.size_bytes  # weights stored as fp16
+
+
+def test_onnx_dynamic_batch_runs_any_batch(tmp_path):
+    result = edgevit.export("edgenext_xx_small", "onnx", tmp_path, image_size=SMALL, dynamic_batch=True)
+    rt = edgevit.load(result.path)
+    assert rt.inputs[0].shape[0] is None
+    x = np.random.default_rng(0).standard_normal((3, 3, SMALL, SMALL)).astype(np.float32)
+    model = edgevit.create_model("edgenext_xx_small")
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(rt.run(x), ref, atol=1e-4, rtol=1e-3)
+
+
+def test_onnx_graph_is_clean_opset_18_with_metadata(artifacts):
+    import onnx
+
+    model = onnx.load(str(artifacts["onnx"]))
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 18
+    produced = {o for n in model.graph.node for o in n.output}
+    consumed = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+    assert produced <= consumed, "dead nodes left in the graph"
+    used = {i for n in model.graph.node for i in n.input}
+    assert all(init.name in used for init in model.graph.initializer), "unused initializers"
+    assert not any(n.op_type in ("Sin", "Cos", "CumSum", "Einsum") for n in model.graph.node)
+    assert any(p.key == "edgevit" for p in model.metadata_props)
+
+
+def test_coreml_image_input_classifier(tmp_path):
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(f"class {i}" for i in range(1000)))
+    result = edgevit.export("edgenext_xx_small", "coreml", tmp_path / "out", image_size=SMALL,
+                            image_input=True, labels=labels, deployment_target="iOS17")
+    rt = edgevit.load(result.path)
+    assert rt.inputs[0].dtype == "image" and rt.metadata.image_input
+    assert rt.metadata.labels[:2] == ["class 0", "class 1"]
+    assert {o.name for o in rt.outputs} == {"classLabel", "classLabel_probs"}
+    assert rt.spec.specificationVersion >= 8  # iOS17
+
+
+def test_export_of_custom_module(tmp_path):
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+            self.fc = torch.nn.Linear(8, 5)
+
+        def forward(self, x):
+            return self.fc(self.conv(x).mean(dim=(2, 3)))
+
+    result = edgevit.export(Tiny(), "onnx", tmp_path, image_size=32)
+    assert result.path.name == "tiny.onnx" and result.parity.passed
