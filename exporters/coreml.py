@@ -7,24 +7,16 @@ from pathlib import Path
 
 import numpy as np
 
-from edgevit.errors import EdgeVitError, ExportError, MissingDependencyError, first_line
+from edgevit.errors import EdgeVitError, ExportError, first_line
 from edgevit.metadata import METADATA_KEY, ArtifactMetadata
 from edgevit.quiet import quiet_converters
+
+from edgevit.runtimes.coreml import import_coremltools
 
 from . import ExportRequest
 
 DEPLOYMENT_TARGETS = ("iOS16", "iOS17", "iOS18")
 DEFAULT_DEPLOYMENT_TARGET = "iOS16"
-
-
-def import_coremltools():
-    """coremltools, imported quietly (it warns about untested torch/sklearn versions)."""
-    try:
-        with quiet_converters():
-            import coremltools
-    except ImportError:
-        raise MissingDependencyError("coremltools", "coreml", "for Core ML artifacts") from None
-    return coremltools
 
 
 def check_dependencies() -> None:

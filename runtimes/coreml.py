@@ -18,14 +18,15 @@ _ARRAY_DTYPES = {65568: "float32", 65552: "float16", 65600: "float64", 131104: "
 _BLOB_SENTINEL = 0xDEADBEEF
 
 
-def _import_coremltools():
+def import_coremltools():
+    """coremltools, imported quietly (it warns about untested torch/sklearn versions)."""
     from edgevit.quiet import quiet_converters
 
     try:
         with quiet_converters():
             import coremltools
     except ImportError:
-        raise MissingDependencyError("coremltools", "coreml", "to read Core ML artifacts") from None
+        raise MissingDependencyError("coremltools", "coreml", "for Core ML artifacts") from None
     return coremltools
 
 
@@ -47,7 +48,7 @@ class CoreMLRuntime(Runtime):
 
     def __init__(self, path: Path, threads: int | None = None, compute_units: str = "ALL") -> None:
         super().__init__(path)
-        ct = _import_coremltools()
+        ct = import_coremltools()
         self._ct = ct
         try:
             self.spec = ct.utils.load_spec(str(path))
