@@ -11,7 +11,7 @@ from edgevit.quiet import quiet_converters
 
 from . import ExportRequest
 
-DEFAULT_OPSET = 18
+DEFAULT_OPSET = 20  # 18 is the minimum; 20 (native Gelu) runs faster in ONNX Runtime
 
 
 def _imports():
