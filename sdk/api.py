@@ -59,6 +59,9 @@ def export(model_or_name: Any, target: str = "onnx", output: str | Path = "edgev
     """
     from .pipeline import export_model
 
+    exporter_options = {k: options.pop(k) for k in ("opset", "deployment_target") if k in options}
+    if exporter_options:
+        options["options"] = {**options.get("options", {}), **exporter_options}
     results = export_model(model_or_name, target, output, weights=weights, image_size=image_size,
                            precision=precision, verify=verify, **options)
     failed = [r for r in results if not r.written]
