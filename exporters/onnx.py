@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 from edgevit.errors import EdgeVitError, ExportError, MissingDependencyError, first_line
@@ -74,11 +73,6 @@ def clean_graph(model):
     model = onnxscript.optimizer.optimize(model)
     onnx.checker.check_model(model)
     return model
-
-
-def op_census(model) -> dict[str, int]:
-    """Operator type -> count of an onnx ModelProto."""
-    return dict(Counter(n.op_type for n in model.graph.node))
 
 
 def write_metadata(path: Path, metadata: ArtifactMetadata) -> None:

@@ -82,8 +82,7 @@ def verify(artifact_path: str | Path, model: Any, *, weights: str | Path | None 
            image: str | Path | None = None, num_inputs: int = 3, seed: int = 0,
            runtime: str = "auto"):
     """Compare an artifact with the PyTorch model (a registered name or an nn.Module)."""
-    import torch
-
+    from .pipeline import torch_reference
     from .preprocess import load_image
     from .verify import check_parity, parity_inputs, structural_report
 
@@ -109,12 +108,8 @@ def verify(artifact_path: str | Path, model: Any, *, weights: str | Path | None 
         crop = meta.crop_pct if meta else 0.875
         checks.append((f"image {Path(image).name}", load_image(image, shape[2:], mean, std, crop)))
 
-    def reference(x):
-        with torch.inference_mode():
-            return module(torch.from_numpy(x)).numpy()
-
     try:
-        return check_parity(rt, reference, checks, precision)
+        return check_parity(rt, torch_reference(module), checks, precision)
     except RuntimeError as exc:  # the model cannot take the artifact's input shape
         raise InputError(f"the PyTorch model does not accept the artifact's input {shape}: {exc}") from None
 

@@ -140,10 +140,7 @@ def export_model(
         crop = spec.crop_pct if spec else 0.875
         checks.append((f"image {Path(image).name}", load_image(image, (height, width), mean, std, crop)))
 
-    def reference(x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return module(torch.from_numpy(x)).numpy()
-
+    reference = torch_reference(module)
     results = []
     for tgt in targets:
         exporter = exporter_module(tgt)
@@ -154,6 +151,17 @@ def export_model(
         )
         results.append(_export_one(tgt, exporter, request, finals[tgt], spec, verify, checks, reference, load, say))
     return results
+
+
+def torch_reference(module: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """``x -> module(x)`` on numpy arrays, under inference mode: the parity reference."""
+    import torch
+
+    def reference(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(torch.from_numpy(x)).numpy()
+
+    return reference
 
 
 def _resolve_model(model: Any, weights: str | Path | None, say: Progress) -> tuple[ModelSpec | None, Any, str]:
