@@ -114,6 +114,9 @@ def export_model(
     spec, module, name = _resolve_model(model, weights, say)
     height, width = _image_hw(image_size, spec.input_size[1:] if spec else (224, 224))
     multiple = spec.size_multiple if spec else 1
+    if spec is not None and spec.fixed_size and (height, width) != tuple(spec.input_size[1:]):
+        raise InputError(f"{name} has position tables learned for {spec.input_size[1]}x{spec.input_size[2]} "
+                         f"inputs; export it at that size, not {height}x{width}")
     if height % multiple or width % multiple or height <= 0 or width <= 0:
         raise InputError(f"image size {height}x{width} does not fit {name}: use multiples of {multiple}")
     finals = {t: output_path(output, name, t, precision) for t in targets}

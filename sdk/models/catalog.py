@@ -61,3 +61,39 @@ for _name, (_cfg, _paper) in _EDGENEXT.items():
             ),
         )
     )
+
+# SLAB (Guo et al., ICML 2024). Parameter counts are those of the official code's models
+# (all trainable parameters, the PRepBN LayerNorm branch and SLAB-DeiT's unused class
+# token included); top-1 from the official README. deit_tiny_prepbn's official model
+# uses plain RepBN (5.717M); ours trains with PRepBN like deit_small_prepbn, and loads
+# either checkpoint layout.
+_SLAB_SOURCE = "official SLAB repository (xinghaochen/SLAB): README top-1, parameters of its code"
+_SLAB = {
+    "slab_deit_tiny": ("edgevit.models.deit:build_deit", dict(embed_dim=192, num_heads=3, attention="linear", prepbn_step=60000),
+                       PaperFigures(6.198, None, 74.3, _SLAB_SOURCE), "SLAB-DeiT-T: linear attention + PRepBN, no class token"),
+    "slab_deit_small": ("edgevit.models.deit:build_deit", dict(embed_dim=384, num_heads=6, attention="linear", prepbn_step=60000),
+                        PaperFigures(22.993, None, 80.0, _SLAB_SOURCE), "SLAB-DeiT-S: linear attention + PRepBN, no class token"),
+    "deit_tiny_prepbn": ("edgevit.models.deit:build_deit", dict(embed_dim=192, num_heads=3, attention="softmax", class_token=True),
+                         PaperFigures(5.717, None, 73.6, _SLAB_SOURCE), "DeiT-T with progressive RepBN (SLAB baseline)"),
+    "deit_small_prepbn": ("edgevit.models.deit:build_deit", dict(embed_dim=384, num_heads=6, attention="softmax", class_token=True),
+                          PaperFigures(22.070, None, 80.2, _SLAB_SOURCE), "DeiT-S with progressive RepBN (SLAB baseline)"),
+    "slab_swin_tiny": ("edgevit.models.slab_swin:build_slab_swin", dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
+                       PaperFigures(29.217, None, 81.8, _SLAB_SOURCE),
+                       "SLAB-Swin-T: global linear attention (stages 1-2), shifted windows (3-4), PRepBN"),
+}
+
+for _name, (_builder, _cfg, _paper, _description) in _SLAB.items():
+    register_model(
+        ModelSpec(
+            name=_name,
+            family="slab",
+            builder=_builder,
+            config=_cfg,
+            input_size=(3, 224, 224),
+            crop_pct=0.9 if "swin" in _name else 0.875,
+            size_multiple=224,
+            fixed_size=True,
+            paper=_paper,
+            description=_description,
+        )
+    )

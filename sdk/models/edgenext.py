@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..reparam.folds import fold_into_next, fold_into_previous, fold_layer_scale, keep_as_affine
+
 
 class LayerNorm2d(nn.Module):
     """LayerNorm over the channel axis of an NCHW tensor ("channels_first")."""
@@ -102,6 +104,11 @@ class XCA(nn.Module):
         return self.proj(out)
 
 
+def _layer_scaled(gamma: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+    """``gamma * x``; after re-parameterization gamma lives in the previous Linear (None)."""
+    return x if gamma is None else gamma * x
+
+
 class ConvEncoder(nn.Module):
     """Depth-wise kxk conv, LayerNorm, pointwise MLP (4x), layer-scale, residual."""
 
@@ -119,8 +126,12 @@ class ConvEncoder(nn.Module):
         shortcut = x
         x = self.dwconv(x).permute(0, 2, 3, 1)  # (B, H, W, C)
         x = self.pwconv2(self.act(self.pwconv1(self.norm(x))))
-        x = (self.gamma * x).permute(0, 3, 1, 2)  # (B, C, H, W)
+        x = _layer_scaled(self.gamma, x).permute(0, 3, 1, 2)  # (B, C, H, W)
         return shortcut + x
+
+    def reparameterize(self) -> None:
+        """Layer-scale into pwconv2 (the LayerNorm is data-dependent and stays)."""
+        fold_layer_scale(self.pwconv2, self, "gamma")
 
 
 def split_sizes(dim: int, scales: int) -> list[int]:
@@ -178,11 +189,16 @@ class SDTAEncoder(nn.Module):
         if self.pos_embd is not None:
             pos = self.pos_embd(H, W).reshape(1, C, H * W).permute(0, 2, 1)  # (1, N, C)
             x = x + pos
-        x = x + self.gamma_xca * self.xca(self.norm_xca(x))
+        x = x + _layer_scaled(self.gamma_xca, self.xca(self.norm_xca(x)))
         x = x.reshape(B, H, W, C)
         x = self.pwconv2(self.act(self.pwconv1(self.norm(x))))
-        x = (self.gamma * x).permute(0, 3, 1, 2)  # (B, C, H, W)
+        x = _layer_scaled(self.gamma, x).permute(0, 3, 1, 2)  # (B, C, H, W)
         return shortcut + x
+
+    def reparameterize(self) -> None:
+        """Layer-scales into pwconv2 and the XCA projection."""
+        fold_layer_scale(self.pwconv2, self, "gamma")
+        fold_layer_scale(self.xca.proj, self, "gamma_xca")
 
 
 class ConvEncoderBNHS(nn.Module):
@@ -202,8 +218,13 @@ class ConvEncoderBNHS(nn.Module):
         shortcut = x
         x = self.norm(self.dwconv(x)).permute(0, 2, 3, 1)  # (B, H, W, C)
         x = self.pwconv2(self.act(self.pwconv1(x)))
-        x = (self.gamma * x).permute(0, 3, 1, 2)  # (B, C, H, W)
+        x = _layer_scaled(self.gamma, x).permute(0, 3, 1, 2)  # (B, C, H, W)
         return shortcut + x
+
+    def reparameterize(self) -> None:
+        """BatchNorm into the depth-wise conv before it, layer-scale into pwconv2."""
+        fold_into_previous(self.dwconv, self, "norm")
+        fold_layer_scale(self.pwconv2, self, "gamma")
 
 
 class SDTAEncoderBNHS(SDTAEncoder):
@@ -229,11 +250,24 @@ class SDTAEncoderBNHS(SDTAEncoder):
         if self.pos_embd is not None:
             pos = self.pos_embd(H, W).reshape(1, C, H * W).permute(0, 2, 1)  # (1, N, C)
             x = x + pos
-        x = x + self.gamma_xca * self.xca(x)
+        x = x + _layer_scaled(self.gamma_xca, self.xca(x))
         x = self.norm(x.permute(0, 2, 1).reshape(B, C, H, W)).permute(0, 2, 3, 1)  # (B, H, W, C)
         x = self.pwconv2(self.act(self.pwconv1(x)))
-        x = (self.gamma * x).permute(0, 3, 1, 2)  # (B, C, H, W)
+        x = _layer_scaled(self.gamma, x).permute(0, 3, 1, 2)  # (B, C, H, W)
         return shortcut + x
+
+    def reparameterize(self) -> None:
+        """``norm`` reads only into pwconv1 and folds there. ``norm_xca`` cannot fold:
+        its output is the residual stream itself (XCA's branch is added onto it), its
+        input channels come partly straight from the block input (the split's last
+        group passes through untouched) and partly from chained dw convs whose outputs
+        also feed the next conv, so no layer on either side sees only its output.
+        It stays as a per-channel multiply-add."""
+        fold_into_next(self, "norm", self.pwconv1)
+        keep_as_affine(self, "norm_xca", "it normalizes the SDTA residual stream (the XCA branch adds "
+                       "onto its output and part of its input is the block input itself)", channel_axis=1)
+        fold_layer_scale(self.pwconv2, self, "gamma")
+        fold_layer_scale(self.xca.proj, self, "gamma_xca")
 
 
 class EdgeNeXt(nn.Module):
@@ -290,6 +324,12 @@ class EdgeNeXt(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(x))
+
+    def reparameterize(self) -> None:
+        """bn_hs: the BatchNorm before the global pooling commutes with the mean and folds
+        into the head. (The LayerNorm variant normalizes after pooling and keeps it.)"""
+        if self.bn_hs:
+            fold_into_next(self, "norm", self.head, note="absorbed through the mean pooling")
 
 
 def _init_weights(m: nn.Module) -> None:

@@ -42,6 +42,7 @@ class ModelSpec:
     crop_pct: float = 0.875
     num_classes: int = 1000
     size_multiple: int = 32  # input height/width must be a multiple of this
+    fixed_size: bool = False  # learned position tables: only ``input_size`` works
     paper: PaperFigures | None = None
     description: str = ""
 

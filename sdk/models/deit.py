@@ -1,0 +1,128 @@
+"""DeiT-style vision transformers: SLAB-DeiT and the DeiT PRepBN baselines.
+
+Names follow the official SLAB repository (``classification/models/slab_deit.py`` and
+``deit.py``, themselves timm's DeiT layout), so its checkpoints load unchanged:
+
+- SLAB-DeiT (``attention="linear"``, ``class_token=False``): simplified linear attention,
+  PRepBN everywhere, no class token in the forward (the official model still owns an
+  unused ``cls_token`` parameter; it is kept so checkpoints load strictly), mean pooling.
+- DeiT-PRepBN (``attention="softmax"``, ``class_token=True``): plain DeiT with PRepBN.
+
+``norm`` picks the normalization: ``"prepbn"`` (training schedule LayerNorm -> RepBN),
+``"repbn"`` or ``"layernorm"`` (the unmodified DeiT, used as the LayerNorm baseline).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..reparam.folds import fold_into_next
+from .slab_layers import Mlp, SimplifiedLinearAttention, init_vit_weights, make_norm
+
+
+class SoftmaxAttention(nn.Module):
+    """Multi-head softmax self-attention (DeiT), as matmuls."""
+
+    def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = True) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, C = x.shape
+        h = self.num_heads
+        qkv = self.qkv(x).reshape(B, N, 3, h, C // h).permute(2, 0, 3, 1, 4)  # (3, B, heads, N, d)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        attn = torch.matmul(q * self.scale, k.transpose(-2, -1)).softmax(dim=-1)  # (B, heads, N, N)
+        out = torch.matmul(attn, v).transpose(1, 2).reshape(B, N, C)  # (B, N, C)
+        return self.proj(out)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x))."""
+
+    def __init__(self, dim: int, num_heads: int, num_tokens: int, mlp_ratio: float, attention: str,
+                 norm_layer) -> None:
+        super().__init__()
+        self.norm1 = norm_layer(dim)
+        if attention == "linear":
+            self.attn = SimplifiedLinearAttention(dim, num_tokens, num_heads=num_heads)
+        elif attention == "softmax":
+            self.attn = SoftmaxAttention(dim, num_heads=num_heads)
+        else:
+            raise ValueError(f"unknown attention {attention!r}: use linear or softmax")
+        self.norm2 = norm_layer(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+    def reparameterize(self) -> None:
+        """Each norm's inference affine goes into the Linear that reads it."""
+        fold_into_next(self, "norm1", self.attn.qkv)
+        fold_into_next(self, "norm2", self.mlp.fc1)
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patches: a strided conv, flattened to tokens (B, N, C)."""
+
+    def __init__(self, img_size: int, patch_size: int, in_chans: int, dim: int) -> None:
+        super().__init__()
+        if img_size % patch_size:
+            raise ValueError(f"image size {img_size} is not a multiple of the patch size {patch_size}")
+        self.num_patches = (img_size // patch_size) ** 2
+        self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)  # (B, N, C)
+
+
+class VisionTransformer(nn.Module):
+    """DeiT with a choice of attention, normalization and pooling (see the module doc)."""
+
+    def __init__(self, img_size: int = 224, patch_size: int = 16, in_chans: int = 3, num_classes: int = 1000,
+                 embed_dim: int = 192, depth: int = 12, num_heads: int = 3, mlp_ratio: float = 4.0,
+                 attention: str = "linear", class_token: bool = False, norm: str = "prepbn",
+                 prepbn_step: int = 300000) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.use_class_token = class_token
+        norm_layer = make_norm(norm, ln_eps=1e-6, step=prepbn_step)
+        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
+        tokens = self.patch_embed.num_patches
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))  # unused when class_token=False
+        self.pos_embed = nn.Parameter(torch.zeros(1, tokens + int(class_token), embed_dim))
+        self.blocks = nn.Sequential(*[
+            Block(embed_dim, num_heads, tokens, mlp_ratio, attention, norm_layer) for _ in range(depth)
+        ])
+        self.norm = norm_layer(embed_dim)
+        self.head = nn.Linear(embed_dim, num_classes)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        self.apply(init_vit_weights)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)  # (B, N, C)
+        if self.use_class_token:
+            x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)  # (B, 1+N, C)
+        x = self.blocks(x + self.pos_embed)
+        x = self.norm(x)
+        return x[:, 0] if self.use_class_token else x.mean(dim=1)  # (B, C)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))
+
+    def reparameterize(self) -> None:
+        """The last norm is a per-channel affine at the end of the residual stream: it
+        commutes with the token pooling (mean or class-token pick) and folds into the head."""
+        pooling = "class-token selection" if self.use_class_token else "mean pooling"
+        fold_into_next(self, "norm", self.head, note=f"absorbed through the {pooling}")
+
+
+def build_deit(num_classes: int = 1000, **config) -> VisionTransformer:
+    """Builder used by the registry."""
+    return VisionTransformer(num_classes=num_classes, **config)

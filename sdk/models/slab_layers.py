@@ -1,0 +1,166 @@
+"""SLAB's building blocks (Guo et al., ICML 2024): RepBN, progressive RepBN, simplified
+linear attention.
+
+Parameter and buffer names follow the official repository (xinghaochen/SLAB,
+``classification/models/prepbn.py`` and ``slab_deit.py``) so its checkpoints load as
+they are: ``PRepBN`` is the official ``LinearNorm`` (``norm1`` the LayerNorm, ``norm2``
+the RepBN, buffers ``warm``/``iter``/``total_step``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class RepBN(nn.Module):
+    """``BN(x) + alpha * x`` over the channels of a token tensor (B, N, C); alpha is one scalar.
+
+    At inference it is the per-channel affine ``a*x + b`` with
+    ``a = gamma/sqrt(var+eps) + alpha`` and ``b = beta - gamma*mean/sqrt(var+eps)``.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.alpha = nn.Parameter(torch.ones(1))
+        self.bn = nn.BatchNorm1d(channels, eps=eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.transpose(1, 2)  # (B, C, N)
+        x = self.bn(x) + self.alpha * x
+        return x.transpose(1, 2)  # (B, N, C)
+
+    def inference_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scale, shift) per channel, float64: what this module computes in eval mode."""
+        from ..reparam.folds import batchnorm_affine
+
+        scale, shift = batchnorm_affine(self.bn)
+        return scale + self.alpha.detach().double(), shift
+
+
+class PRepBN(nn.Module):
+    """Progressive RepBN: ``lam * LayerNorm(x) + (1 - lam) * RepBN(x)`` while training.
+
+    ``lam = r0 * iter / total_step`` falls linearly from ``r0`` (1) to 0: each training
+    forward decrements ``iter`` until it reaches 0, after ``warm`` LayerNorm-only steps.
+    The counters are buffers, so the schedule resumes from a checkpoint. In eval mode
+    only the RepBN branch runs (it is what gets deployed).
+    """
+
+    def __init__(self, dim: int, step: int = 300000, warm: int = 0, r0: float = 1.0,
+                 ln_eps: float = 1e-6) -> None:
+        super().__init__()
+        if step < 1:
+            raise ValueError(f"the PRepBN step budget must be positive, got {step}")
+        self.register_buffer("warm", torch.tensor(int(warm)))
+        self.register_buffer("iter", torch.tensor(int(step)))
+        self.register_buffer("total_step", torch.tensor(int(step)))
+        self.r0 = r0
+        self.norm1 = nn.LayerNorm(dim, eps=ln_eps)
+        self.norm2 = RepBN(dim)
+
+    @property
+    def lam(self) -> float:
+        """The current LayerNorm weight of the training mix (1 during warm-up)."""
+        if int(self.warm) > 0:
+            return 1.0
+        return float(self.r0 * self.iter.item() / self.total_step.item())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return self.norm2(x)
+        if int(self.warm) > 0:
+            self.warm.sub_(1)
+            return self.norm1(x)
+        lam = self.r0 * self.iter.item() / self.total_step.item()
+        if int(self.iter) > 0:
+            self.iter.sub_(1)
+        if lam == 0.0:
+            return self.norm2(x)
+        return lam * self.norm1(x) + (1.0 - lam) * self.norm2(x)
+
+    def inference_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The eval-mode affine: the RepBN branch's."""
+        return self.norm2.inference_affine()
+
+
+def make_norm(kind: str, ln_eps: float = 1e-6, step: int = 300000) -> Callable[[int], nn.Module]:
+    """A norm factory: ``"prepbn"`` (PRepBN), ``"repbn"`` or ``"layernorm"``."""
+    if kind == "prepbn":
+        return lambda dim: PRepBN(dim, step=step, ln_eps=ln_eps)
+    if kind == "repbn":
+        return lambda dim: RepBN(dim)
+    if kind == "layernorm":
+        return lambda dim: nn.LayerNorm(dim, eps=ln_eps)
+    raise ValueError(f"unknown norm {kind!r}: use prepbn, repbn or layernorm")
+
+
+class Mlp(nn.Module):
+    """Linear, GELU, Linear."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class SimplifiedLinearAttention(nn.Module):
+    """SLAB's simplified linear attention over the N tokens of a square grid.
+
+    ``O = ReLU(Q) (ReLU(K+P)^T V) / (ReLU(Q) sum_n ReLU(K+P) + 1e-6) + DWC(V)``, per head,
+    with one depth-wise ``kernel_size`` conv on V shared by all heads (its channels are
+    the head dimension). Written as matmuls (no einsum). The product order follows the
+    official code: ``Q (K^T V)`` when there are more tokens than head channels.
+    """
+
+    def __init__(self, dim: int, num_tokens: int, num_heads: int = 8, qkv_bias: bool = True,
+                 kernel_size: int = 5) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by {num_heads} heads")
+        side = math.isqrt(num_tokens)
+        if side * side != num_tokens:
+            raise ValueError(f"simplified linear attention needs a square token grid, got {num_tokens} tokens")
+        self.num_heads = num_heads
+        self.side = side
+        head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.dwc = nn.Conv2d(head_dim, head_dim, kernel_size, padding=kernel_size // 2, groups=head_dim)
+        self.positional_encoding = nn.Parameter(torch.zeros(1, num_tokens, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, C = x.shape
+        h, d, s = self.num_heads, C // self.num_heads, self.side
+        qkv = self.qkv(x).reshape(B, N, 3, C).permute(2, 0, 1, 3)  # (3, B, N, C)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        k = k + self.positional_encoding
+        q = F.relu(q).reshape(B, N, h, d).permute(0, 2, 1, 3).reshape(B * h, N, d)  # (B*h, N, d)
+        k = F.relu(k).reshape(B, N, h, d).permute(0, 2, 1, 3).reshape(B * h, N, d)  # (B*h, N, d)
+        v = v.reshape(B, N, h, d).permute(0, 2, 1, 3).reshape(B * h, N, d)  # (B*h, N, d)
+        k_sum = k.sum(dim=1, keepdim=True)  # (B*h, 1, d)
+        z = 1.0 / (torch.matmul(q, k_sum.transpose(1, 2)) + 1e-6)  # (B*h, N, 1)
+        if N > d:
+            out = torch.matmul(q, torch.matmul(k.transpose(1, 2), v)) * z  # (B*h, N, d)
+        else:
+            out = torch.matmul(torch.matmul(q, k.transpose(1, 2)), v) * z  # (B*h, N, d)
+        grid = v.reshape(B * h, s, s, d).permute(0, 3, 1, 2)  # (B*h, d, s, s)
+        out = out + self.dwc(grid).permute(0, 2, 3, 1).reshape(B * h, N, d)  # (B*h, N, d)
+        out = out.reshape(B, h, N, d).permute(0, 2, 1, 3).reshape(B, N, C)  # (B, N, C)
+        return self.proj(out)
+
+
+def init_vit_weights(module: nn.Module) -> None:
+    """timm's ViT init: truncated normal (std .02) Linear weights, zero biases."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)

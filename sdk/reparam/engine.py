@@ -1,0 +1,117 @@
+"""``reparameterize(model)``: fold every training-time structure a model allows, exactly.
+
+The walk is children-first, so a block has folded its own insides before its parent
+looks at it. At each module:
+
+1. a module that knows its own data flow implements ``reparameterize(self) -> None``
+   and folds itself with the functions of :mod:`.folds`;
+2. in an ``nn.Sequential`` the data flow is the order of the children, so the generic
+   folds apply to every adjacent pair: Conv/Linear then an affine (BatchNorm, RepBN,
+   ...), and an affine then Conv/Linear where that is exact.
+
+Finally every normalization still present is reported as kept, with the reason it could
+not fold.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from .folds import _CONVS, ChannelAffine, affine_of, fold_affine_into_inputs, scale_output_channels
+from .report import FoldReport, at, collecting, record
+
+log = logging.getLogger("edgevit.reparam")
+
+_LAYERS = (nn.Linear, *_CONVS)
+_NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
+
+
+def reparameterize(model: Any) -> Any:
+    """Fold ``model`` for deployment, in place, in eval mode; returns the same model.
+
+    The fold report is attached as ``model.edgevit_reparam_report`` (a
+    :class:`~edgevit.reparam.report.FoldReport`) and logged at INFO level on the
+    ``edgevit.reparam`` logger. Calling it again on a folded model changes nothing.
+    """
+    if not isinstance(model, nn.Module):
+        from ..errors import InputError
+
+        raise InputError(f"reparameterize expects a torch.nn.Module, got {type(model).__name__}")
+    model.eval()
+    report = FoldReport(model=getattr(model, "edgevit_name", type(model).__name__))
+    with collecting(report), torch.no_grad():
+        _walk(model, "")
+        _audit(model)
+    model.edgevit_reparam_report = report
+    log.info("reparameterized %s: %s", report.model, report.summary())
+    return model
+
+
+def _walk(module: nn.Module, path: str) -> None:
+    for name, child in list(module.named_children()):
+        _walk(child, f"{path}.{name}" if path else name)
+    with at(path):
+        if isinstance(module, nn.Sequential):
+            _fold_sequential(module)
+        if callable(getattr(module, "reparameterize", None)):
+            module.reparameterize()
+
+
+def _fold_sequential(seq: nn.Sequential) -> None:
+    """Generic folds between adjacent children of an ``nn.Sequential``."""
+    names = list(seq._modules)
+    for i in range(len(names) - 1):
+        first, second = seq._modules[names[i]], seq._modules[names[i + 1]]
+        if isinstance(first, _LAYERS) and not isinstance(second, ChannelAffine):
+            affine = affine_of(second)
+            if affine is not None:
+                scale_output_channels(first, *affine)
+                seq._modules[names[i + 1]] = nn.Identity()
+                record("folded", names[i + 1], f"{type(second).__name__} -> previous {type(first).__name__}")
+                continue
+        if isinstance(second, _LAYERS):
+            affine = affine_of(first)
+            if affine is None:
+                continue
+            try:
+                fold_affine_into_inputs(second, *affine)
+            except ValueError as exc:
+                record("kept", names[i], f"{type(first).__name__} not folded into the next "
+                       f"{type(second).__name__}: {exc}")
+                continue
+            seq._modules[names[i]] = nn.Identity()
+            record("folded", names[i], f"{type(first).__name__} -> next {type(second).__name__}")
+
+
+def _audit(model: nn.Module) -> None:
+    """Report every normalization the folds left in place (if not already reported)."""
+    with at(""):
+        covered = [entry.where for entry in _active_entries()]
+        for path, module in model.named_modules():
+            if not path or any(path == c or path.startswith(c + ".") for c in covered):
+                continue
+            reason = _kept_reason(module)
+            if reason:
+                record("kept", path, reason)
+                covered.append(path)  # its children (a PRepBN's LayerNorm) are part of it
+
+
+def _kept_reason(module: nn.Module) -> Optional[str]:
+    kind = type(module).__name__
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) or hasattr(module, "inference_affine"):
+        return (f"{kind} has no Conv or Linear next to it in a data flow edgevit knows "
+                "(an nn.Sequential or the block's own reparameterize())")
+    if isinstance(module, _NORMS) or "Norm" in kind:
+        return f"{kind} normalizes with statistics of each input at run time; it is not a fixed affine"
+    return None
+
+
+def _active_entries():
+    from .report import _REPORT
+
+    report = _REPORT.get()
+    return report.entries if report is not None else []
