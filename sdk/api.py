@@ -48,8 +48,11 @@ def create_model(name: str, *, weights: str | Path | None = None, num_classes: i
 
 def export(model_or_name: Any, target: str = "onnx", output: str | Path = "edgevit_out", *,
            weights: str | Path | None = None, image_size: int | Sequence[int] | None = None,
-           precision: str = "fp32", verify: bool = True, **options: Any):
+           precision: str = "fp32", verify: bool = True, reparam: bool = True, **options: Any):
     """Export to ``target`` ("onnx", "coreml", "tflite" or "all") and verify parity.
+
+    ``reparam`` (default on) folds the model with :func:`reparameterize` before export;
+    parity is always checked against the unfolded model.
 
     Returns an ``ExportResult`` (a list of them for ``"all"``). A parity failure raises
     :class:`ParityError` and writes nothing; its ``report`` holds the results.
@@ -63,12 +66,24 @@ def export(model_or_name: Any, target: str = "onnx", output: str | Path = "edgev
     if exporter_options:
         options["options"] = {**options.get("options", {}), **exporter_options}
     results = export_model(model_or_name, target, output, weights=weights, image_size=image_size,
-                           precision=precision, verify=verify, **options)
+                           precision=precision, verify=verify, reparam=reparam, **options)
     failed = [r for r in results if not r.written]
     if failed:
         names = ", ".join(f"{r.target} (max abs err {r.parity.max_abs_err:.3g})" for r in failed if r.parity)
         raise ParityError(f"parity check failed, nothing written for: {names}", report=results)
     return results if target == "all" else results[0]
+
+
+def reparameterize(model: Any) -> Any:
+    """Fold ``model`` for deployment (eval mode, in place) and return it.
+
+    BatchNorm, RepBN/PRepBN, layer-scale and foldable norm affines go into the
+    neighbouring Conv/Linear layers, exactly. The report of what was folded and what
+    was kept (and why) is ``model.edgevit_reparam_report``.
+    """
+    from .reparam import reparameterize as _reparameterize
+
+    return _reparameterize(model)
 
 
 def load(artifact_path: str | Path, *, runtime: str = "auto", threads: int | None = None, **options: Any):

@@ -141,6 +141,8 @@ def export_command(
     image_size: Optional[int] = typer.Option(None, "--image-size", help="Input height and width (default: the model's)."),
     precision: str = typer.Option("fp32", "--precision", help="fp32 or fp16 (Core ML, TFLite)."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Check parity with PyTorch (default on)."),
+    reparam: bool = typer.Option(True, "--reparam/--no-reparam",
+                                 help="Fold BatchNorm/RepBN/layer-scale before export (default on)."),
     dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="ONNX: dynamic batch axis."),
     image_input: bool = typer.Option(False, "--image-input", help="Core ML: RGB image input, mean/std baked in."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="Core ML classifier labels, one per line."),
@@ -156,13 +158,17 @@ def export_command(
     with _Progress() as progress:
         results = export_model(
             model, target, output, weights=weights, image_size=image_size, precision=precision,
-            verify=verify, dynamic_batch=dynamic_batch, image_input=image_input, labels=labels,
+            verify=verify, reparam=reparam, dynamic_batch=dynamic_batch, image_input=image_input, labels=labels,
             image=image, num_inputs=num_inputs, options=options, progress=progress,
         )
     failed = [r for r in results if not r.written]
 
     def human() -> None:
         console = _console()
+        if results and results[0].reparam:
+            fold = results[0].reparam
+            console.print(f"re-parameterized: {fold['folded']} folds, {fold['kept']} kept, output changed by "
+                          f"{fold['max_abs_change']:.2g} at most ('edgevit reparam' shows the details)")
         for r in results:
             if r.parity is not None:
                 _parity_table(r.parity)
@@ -177,6 +183,38 @@ def export_command(
     _emit([r.to_dict() for r in results], human)
     if failed:
         raise typer.Exit(1)
+
+
+@app.command("reparam")
+def reparam_command(
+    model: str = typer.Option(..., "--model", "-m", help="Registered model name (see 'edgevit models')."),
+    output: Path = typer.Option(..., "--output", "-o", help="Where to save the folded model (e.g. folded.pt)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", "-w", help="Checkpoint: edgevit, official or timm layout."),
+    num_inputs: int = typer.Option(2, "--num-inputs", help="Random inputs the folded model is checked on."),
+) -> None:
+    """Fold a model for deployment, check it against the unfolded one, save it, print the fold report."""
+    from edgevit.reparam.checked import fold_to_file
+
+    with _Progress() as progress:
+        progress(f"folding {model}")
+        report = fold_to_file(model, output, weights=weights, num_inputs=num_inputs)
+
+    def human() -> None:
+        from rich.table import Table
+
+        console = _console()
+        table = Table(title=f"{model}: {report.summary()}")
+        for col in ("fold", "count"):
+            table.add_column(col)
+        for kind, count in report.counts().items():
+            table.add_row(kind, str(count))
+        console.print(table)
+        for entry in report.kept:
+            console.print(f"[yellow]kept[/] {entry.where}: {entry.detail}")
+        console.print(f"folded vs unfolded: max abs change {report.max_abs_change:.3g} on {num_inputs} inputs; "
+                      f"wrote {output} (torch.load(path, weights_only=False))")
+
+    _emit({**report.to_dict(), "output": str(output)}, human)
 
 
 @app.command("verify")

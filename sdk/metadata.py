@@ -32,6 +32,7 @@ class ArtifactMetadata:
     output_name: str = "logits"
     labels: list[str] | None = None
     parity: dict[str, Any] | None = None
+    reparam: dict[str, Any] | None = None  # fold summary when the model was re-parameterized
     edgevit_version: str = __version__
 
     def to_json(self) -> str:

@@ -31,6 +31,7 @@ class ExportResult:
     seconds: float = 0.0
     parity: ParityReport | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    reparam: dict[str, Any] | None = None  # what re-parameterization folded (None: not applied)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -41,6 +42,7 @@ class ExportResult:
             "size_bytes": self.size_bytes,
             "seconds": round(self.seconds, 2),
             "parity": self.parity.to_dict() if self.parity else None,
+            "reparam": self.reparam,
         }
 
 
@@ -88,6 +90,7 @@ def export_model(
     image_size: int | Sequence[int] | None = None,
     precision: str = "fp32",
     verify: bool = True,
+    reparam: bool = True,
     dynamic_batch: bool = False,
     image_input: bool = False,
     labels: Sequence[str] | str | Path | None = None,
@@ -97,7 +100,11 @@ def export_model(
     options: dict[str, Any] | None = None,
     progress: Progress | None = None,
 ) -> list[ExportResult]:
-    """Export ``model`` (a registered name or an nn.Module) to one target or ``"all"``."""
+    """Export ``model`` (a registered name or an nn.Module) to one target or ``"all"``.
+
+    With ``reparam`` (the default) the model is folded by :func:`edgevit.reparameterize`
+    first (on a copy) and the artifact is verified against the *unfolded* model.
+    """
     import torch
 
     from edgevit.exporters import PRECISIONS, ExportRequest, exporter_module, resolve_targets
@@ -128,6 +135,21 @@ def export_model(
 
     generator = torch.Generator().manual_seed(seed)
     example = torch.randn(1, 3, height, width, generator=generator)
+    checks = parity_inputs((1, 3, height, width), num_inputs, seed)
+    if image is not None:
+        from .preprocess import load_image
+
+        crop = spec.crop_pct if spec else 0.875
+        checks.append((f"image {Path(image).name}", load_image(image, (height, width), mean, std, crop)))
+
+    reference = torch_reference(module)  # the model as trained: every artifact answers to it
+    fold_summary = None
+    if reparam:
+        say(f"re-parameterizing {name}")
+        from .reparam.checked import fold_checked
+
+        module, fold_report = fold_checked(module, name, reference, [x for _, x in checks])
+        fold_summary = fold_report.to_dict(entries=False)
     say(f"tracing {name} at {height}x{width} with torch.export")
     try:
         with torch.inference_mode():
@@ -136,14 +158,6 @@ def export_model(
     except Exception as exc:
         raise ExportError(f"torch.export could not trace {name} at {height}x{width}: {first_line(exc)}") from None
 
-    checks = parity_inputs((1, 3, height, width), num_inputs, seed)
-    if image is not None:
-        from .preprocess import load_image
-
-        crop = spec.crop_pct if spec else 0.875
-        checks.append((f"image {Path(image).name}", load_image(image, (height, width), mean, std, crop)))
-
-    reference = torch_reference(module)
     results = []
     for tgt in targets:
         exporter = exporter_module(tgt)
@@ -152,7 +166,8 @@ def export_model(
             dynamic_batch=dynamic_batch and tgt == "onnx", image_input=image_input and tgt == "coreml",
             mean=mean, std=std, labels=class_labels if tgt == "coreml" else None, options=dict(options or {}),
         )
-        results.append(_export_one(tgt, exporter, request, finals[tgt], spec, verify, checks, reference, load, say))
+        results.append(_export_one(tgt, exporter, request, finals[tgt], spec, verify, checks, reference, load,
+                                   say, fold_summary))
     return results
 
 
@@ -183,7 +198,7 @@ def _resolve_model(model: Any, weights: str | Path | None, say: Progress) -> tup
 
 
 def _export_one(target, exporter, request, final: Path, spec, verify: bool, checks, reference, load,
-                say: Progress) -> ExportResult:
+                say: Progress, fold_summary: dict[str, Any] | None = None) -> ExportResult:
     started = time.perf_counter()
     staging = staging_dir(final.parent)
     try:
@@ -203,10 +218,10 @@ def _export_one(target, exporter, request, final: Path, spec, verify: bool, chec
             input_name=runtime.inputs[0].name, input_shape=list(runtime.inputs[0].shape),
             image_input=request.image_input, mean=list(request.mean), std=list(request.std),
             crop_pct=spec.crop_pct if spec else 0.875, output_name=runtime.outputs[0].name,
-            labels=request.labels, parity=report.summary() if report else None,
+            labels=request.labels, parity=report.summary() if report else None, reparam=fold_summary,
         )
         result = ExportResult(target, final, request.precision, written=False, parity=report,
-                              metadata=metadata.to_dict())
+                              metadata=metadata.to_dict(), reparam=fold_summary)
         if report is None or report.passed:
             exporter.write_metadata(staged, metadata)
             publish(staged, final)

@@ -20,6 +20,8 @@ from .registry import ModelSpec
 
 _WRAPPER_KEYS = ("model_ema", "model", "state_dict", "module")
 _LIST_LIMIT = 6
+# buffers computed from the architecture alone: a checkpoint may omit them
+_DERIVED_BUFFERS = ("num_batches_tracked", "relative_position_index", "attn_mask")
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -65,7 +67,7 @@ def load_weights(model: nn.Module, spec: ModelSpec, path: str | Path, layout: st
     elif layout not in ("auto", "edgevit"):
         raise UnsupportedModelError(f"{spec.name} knows no checkpoint layout {layout!r}")
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
+    missing = [k for k in expected if k not in state and not k.endswith(_DERIVED_BUFFERS)]
     unexpected = [k for k in state if k not in expected]
     mismatched = [
         f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..reparam.folds import fold_into_next
 from .slab_layers import Mlp, SimplifiedLinearAttention, init_vit_weights, make_norm
+from .slab_layers import remap_checkpoint  # noqa: F401  (the loader looks it up here)
 
 
 class SoftmaxAttention(nn.Module):

@@ -164,3 +164,42 @@ def init_vit_weights(module: nn.Module) -> None:
         nn.init.trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
+
+
+def remap_checkpoint(state_dict: dict[str, torch.Tensor], layout: str) -> tuple[dict[str, torch.Tensor], str]:
+    """Official SLAB checkpoints into edgevit's PRepBN models; returns (state_dict, layout).
+
+    ``"official"`` (PRepBN/``LinearNorm`` keys, edgevit's own names) loads as is.
+    ``"repbn"`` is the official baselines that train with plain RepBN (e.g. the official
+    DeiT-T-PRepBN): each ``P.alpha``/``P.bn.*`` moves to ``P.norm2.*`` and the PRepBN is
+    completed as a finished schedule (LayerNorm identity, ``iter`` 0), which computes
+    exactly the RepBN in both train and eval mode. ``"auto"`` tells them apart by the
+    PRepBN ``total_step`` buffers.
+    """
+    if layout == "auto":
+        has_prepbn = any(k.endswith(".total_step") for k in state_dict)
+        has_repbn = any(k.endswith(".alpha") for k in state_dict)
+        layout = "repbn" if has_repbn and not has_prepbn else "official"
+    if layout in ("official", "edgevit"):
+        return dict(state_dict), layout
+    if layout != "repbn":
+        raise ValueError(f"unknown checkpoint layout {layout!r}: use auto, official, repbn or edgevit")
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        if key.endswith(".alpha"):
+            prefix, leaf = key[: -len(".alpha")], "alpha"
+        elif ".bn." in key:
+            prefix, _, rest = key.partition(".bn.")
+            leaf = f"bn.{rest}"
+        else:
+            out[key] = value
+            continue
+        out[f"{prefix}.norm2.{leaf}"] = value
+        if leaf == "bn.weight":  # complete the PRepBN around this RepBN: a finished schedule
+            channels = value.shape[0]
+            out[f"{prefix}.norm1.weight"] = torch.ones(channels)
+            out[f"{prefix}.norm1.bias"] = torch.zeros(channels)
+            out[f"{prefix}.warm"] = torch.tensor(0)
+            out[f"{prefix}.iter"] = torch.tensor(0)
+            out[f"{prefix}.total_step"] = torch.tensor(1)
+    return out, layout

@@ -49,15 +49,17 @@ class FoldReport:
             counts[kind] = counts.get(kind, 0) + 1
         return counts
 
-    def to_dict(self) -> dict:
-        return {
+    def to_dict(self, entries: bool = True) -> dict:
+        data = {
             "model": self.model,
             "folded": len(self.folded),
             "kept": len(self.kept),
             "fold_counts": self.counts(),
             "max_abs_change": self.max_abs_change,
-            "entries": [asdict(e) for e in self.entries],
         }
+        if entries:
+            data["entries"] = [asdict(e) for e in self.entries]
+        return data
 
     def summary(self) -> str:
         """One line: how many folds, how many structures kept."""
