@@ -193,8 +193,14 @@ def _resolve_model(model: Any, weights: str | Path | None, say: Progress) -> tup
         raise EdgeVitError("weights can only be given with a registered model name")
     if not hasattr(model, "forward"):
         raise InputError(f"expected a model name or a torch.nn.Module, got {type(model).__name__}")
-    name = getattr(model, "edgevit_name", None) or type(model).__name__.lower()
-    return None, model.eval(), name
+    name = getattr(model, "edgevit_name", None)
+    spec = None
+    if name:  # a registered model (e.g. from create_model, then fine-tuned): use its spec
+        try:
+            spec = get_spec(name)
+        except EdgeVitError:
+            spec = None
+    return spec, model.eval(), name or type(model).__name__.lower()
 
 
 def _export_one(target, exporter, request, final: Path, spec, verify: bool, checks, reference, load,

@@ -38,3 +38,31 @@ def randomize_statistics(model: nn.Module, seed: int = 0) -> nn.Module:
                 if pname == "bias" and isinstance(module, (nn.Linear, nn.Conv2d)):
                     p.copy_(rand(p.shape, -0.05, 0.05))
     return model
+
+
+def onnx_normalization_ops(path) -> list[str]:
+    """Normalization left in an ONNX graph: BatchNormalization/LayerNormalization nodes,
+    and ReduceMean subgraphs that normalize (mean subtracted from its own input, or a
+    mean of squares) -- a plain mean pooling is not one."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    found = [f"{n.op_type} {n.name}" for n in graph.node
+             if n.op_type in ("BatchNormalization", "LayerNormalization", "InstanceNormalization",
+                              "GroupNormalization", "RMSNormalization")]
+    producer = {out: n for n in graph.node for out in n.output}
+    consumers: dict[str, list] = {}
+    for n in graph.node:
+        for name in n.input:
+            consumers.setdefault(name, []).append(n)
+    for n in graph.node:
+        if n.op_type != "ReduceMean":
+            continue
+        source = n.input[0]
+        centering = any(c.op_type == "Sub" and source in c.input and n.output[0] in c.input
+                        for c in consumers.get(n.output[0], []))
+        src = producer.get(source)
+        squares = src is not None and (src.op_type == "Pow" or (src.op_type == "Mul" and src.input[0] == src.input[1]))
+        if centering or squares:
+            found.append(f"ReduceMean normalization at {n.name}")
+    return found

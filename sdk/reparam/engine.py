@@ -102,6 +102,8 @@ def _audit(model: nn.Module) -> None:
 
 def _kept_reason(module: nn.Module) -> Optional[str]:
     kind = type(module).__name__
+    if isinstance(module, ChannelAffine):
+        return "a per-channel multiply-add (a norm folded earlier) that no neighbouring layer can absorb"
     if isinstance(module, nn.modules.batchnorm._BatchNorm) or hasattr(module, "inference_affine"):
         return (f"{kind} has no Conv or Linear next to it in a data flow edgevit knows "
                 "(an nn.Sequential or the block's own reparameterize())")
