@@ -9,28 +9,78 @@ import torch
 import edgevit
 from edgevit.exporters import TARGETS
 
+from edgevit.models.registry import get_spec
+
 from .conftest import SMALL
+from .helpers import onnx_normalization_ops, randomize_statistics
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", edgevit.list_models())
 def test_every_model_exports_to_every_target_with_parity(name, tmp_path):
-    results = edgevit.export(name, "all", tmp_path, image_size=SMALL, num_inputs=2)
+    """Folded by default, verified against the unfolded model (statistics randomized so the
+    folds matter) within 1e-5 on the runtimes that run here; no normalization left."""
+    spec = get_spec(name)
+    size = spec.input_size[1] if spec.fixed_size else SMALL
+    model = randomize_statistics(edgevit.create_model(name))
+    results = edgevit.export(model, "all", tmp_path, image_size=size, num_inputs=2)
     assert [r.target for r in results] == list(TARGETS)
     for result in results:
         assert result.written and result.path.exists(), result
         report = result.parity
         assert report is not None and report.passed, report
+        assert result.reparam["folded"] > 0 and result.reparam["max_abs_change"] < 1e-5
         rt = edgevit.load(result.path)
         assert rt.metadata.model == name and rt.metadata.parity["status"] == "passed"
-        assert rt.metadata.input_shape == [1, 3, SMALL, SMALL]
+        assert rt.metadata.input_shape == [1, 3, size, size]
+        assert rt.metadata.reparam["folded"] == result.reparam["folded"]
         if result.target == "coreml":
             assert not report.numerically_verified  # Linux: structural only, and says so
             assert "not numerically verified" in report.note
         else:
-            assert report.numerically_verified and report.max_abs_err < 1e-4
+            assert report.numerically_verified and report.max_abs_err < 1e-5, report.max_abs_err
             assert report.top1_agreement == 1.0
+    onnx_path = results[0].path
+    left = onnx_normalization_ops(onnx_path)
+    if spec.family == "slab":
+        assert not left, left
+        assert result.reparam["kept"] == 0
+    elif name.endswith("_bn_hs"):
+        assert not left, left  # the SDTA residual-stream BatchNorm stays as Mul + Add
+        assert result.reparam["kept"] == sum(get_spec(name).config["global_block"][1:])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(r.path.name for r in results)
+
+
+def test_no_reparam_keeps_the_batchnorms(tmp_path):
+    result = edgevit.export("edgenext_xx_small_bn_hs", "onnx", tmp_path, image_size=SMALL, reparam=False)
+    assert result.reparam is None and result.parity.passed
+    assert any(op.startswith("BatchNormalization") for op in onnx_normalization_ops(result.path))
+    folded = edgevit.export("edgenext_xx_small_bn_hs", "onnx", tmp_path / "folded", image_size=SMALL)
+    assert not onnx_normalization_ops(folded.path)
+
+
+def test_fixed_size_models_refuse_another_size(tmp_path):
+    with pytest.raises(edgevit.InputError, match="224x224"):
+        edgevit.export("slab_deit_tiny", "onnx", tmp_path, image_size=SMALL)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_wrong_fold_is_caught_before_anything_is_written(tmp_path):
+    class BadFold(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(3, 4)
+
+        def forward(self, x):
+            return self.fc(x.mean(dim=(2, 3)))
+
+        def reparameterize(self):
+            with torch.no_grad():
+                self.fc.weight.mul_(1.01)  # not exact: must be refused
+
+    with pytest.raises(edgevit.ExportError, match="re-parameterizing badfold changed its output"):
+        edgevit.export(BadFold(), "onnx", tmp_path, image_size=8)
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("target", ["tflite", "coreml"])
