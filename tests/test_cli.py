@@ -185,3 +185,43 @@ def test_device_profile_never_imports_torch(artifacts, photo, tmp_path):
                     ["bench", str(artifacts["onnx"]), str(artifacts["tflite"]), "--runs", "2"]):
         result = run_cli(*command, block=("torch",), tmp=tmp_path)
         assert result.code == 0, (command, result.stderr)
+
+
+def test_reparam_prints_the_report_and_saves_a_folded_model(tmp_path):
+    out = tmp_path / "folded.pt"
+    result = run_cli("reparam", "--model", "edgenext_xx_small_bn_hs", "--output", str(out))
+    assert result.code == 0, result.stderr
+    assert "32 folds, 3 kept" in result.stdout and "BatchNorm2d -> previous Conv2d" in result.stdout
+    assert "stages.1.1.norm_xca" in result.stdout and "residual stream" in result.stdout
+    folded = torch.load(out, weights_only=False)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x = torch.randn(1, 3, SMALL, SMALL)
+    with torch.no_grad():
+        ref = edgevit.create_model("edgenext_xx_small_bn_hs")(x)
+        torch.testing.assert_close(folded(x), ref, atol=1e-5, rtol=1e-5)
+
+    result = run_cli("--json", "reparam", "--model", "slab_deit_tiny", "--output", str(tmp_path / "s.pt"))
+    data = json.loads(result.stdout)
+    assert data["kept"] == 0 and data["fold_counts"] == {"PRepBN -> next Linear": 25}
+    assert data["max_abs_change"] < 1e-5
+
+
+def test_reparam_bad_inputs_fail_cleanly(tmp_path):
+    assert_clean_failure(run_cli("reparam", "--model", "slab_deit_tiyn", "--output", str(tmp_path / "x.pt")),
+                         contains="did you mean slab_deit_tiny")
+    assert_clean_failure(run_cli("reparam", "--model", "slab_deit_tiny", "--output", str(tmp_path)),
+                         contains="is a directory")
+    (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
+    assert_clean_failure(run_cli("reparam", "--model", "slab_deit_tiny", "--weights", str(tmp_path / "bad.pth"),
+                                 "--output", str(tmp_path / "x.pt")), contains="cannot read weights file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.pth"]
+
+
+def test_export_no_reparam_flag(tmp_path):
+    result = run_cli("--json", "export", "--model", "edgenext_xx_small_bn_hs", "--no-reparam",
+                     "--image-size", str(SMALL), "--output", str(tmp_path))
+    assert result.code == 0, result.stderr
+    assert json.loads(result.stdout)[0]["reparam"] is None
+    result = run_cli("export", "--model", "edgenext_xx_small_bn_hs", "--image-size", str(SMALL),
+                     "--output", str(tmp_path))
+    assert "re-parameterized: 32 folds, 3 kept" in result.stdout
