@@ -14,7 +14,6 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,23 +23,9 @@ import torch
 import edgevit
 from edgevit.quiet import quiet_converters
 
+from _timing import interleaved, ort_session, ratio  # benchmarks/_timing.py
+
 MODEL, SIZE, THREADS = "edgenext_xx_small", 256, 2
-
-
-def ort_session(path: Path) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = THREADS
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def median_ms(fn, runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
 
 
 def main() -> int:
@@ -58,7 +43,7 @@ def main() -> int:
         plain = Path(tmp) / "plain.onnx"
         with quiet_converters():
             torch.onnx.export(model, (x,), str(plain))  # the default call a user would write
-        sessions = {"edgevit": ort_session(ours), "plain": ort_session(plain)}
+        sessions = {"edgevit": ort_session(ours, THREADS), "plain": ort_session(plain, THREADS)}
         feed = x.numpy()
         names = {k: s.get_inputs()[0].name for k, s in sessions.items()}
         ref = model(x).detach().numpy()
@@ -75,15 +60,10 @@ def main() -> int:
             "plain": lambda: sessions["plain"].run(None, {names["plain"]: feed}),
             "eager": run_eager,
         }
-        for fn in candidates.values():  # warm-up
-            median_ms(fn, 5)
-        per_round: dict[str, list[float]] = {k: [] for k in candidates}
-        for _ in range(args.rounds):
-            for key, fn in candidates.items():
-                per_round[key].append(median_ms(fn, args.runs))
+        per_round = interleaved(candidates, args.rounds, args.runs)
 
-    ratio_plain = statistics.median(a / b for a, b in zip(per_round["edgevit"], per_round["plain"]))
-    ratio_eager = statistics.median(a / b for a, b in zip(per_round["edgevit"], per_round["eager"]))
+    ratio_plain = ratio(per_round, "edgevit", "plain")
+    ratio_eager = ratio(per_round, "edgevit", "eager")
     result = {
         "model": MODEL, "input": [1, 3, SIZE, SIZE], "threads": THREADS,
         "rounds": args.rounds, "runs_per_round": args.runs,

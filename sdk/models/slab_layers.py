@@ -140,22 +140,19 @@ class SimplifiedLinearAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, C = x.shape
         h, d, s = self.num_heads, C // self.num_heads, self.side
-        qkv = self.qkv(x).reshape(B, N, 3, C).permute(2, 0, 1, 3)  # (3, B, N, C)
+        qkv = self.qkv(x).reshape(B, N, 3, h, d).permute(2, 0, 3, 1, 4)  # (3, B, heads, N, d)
         q, k, v = qkv[0], qkv[1], qkv[2]
-        k = k + self.positional_encoding
-        q = F.relu(q).reshape(B, N, h, d).permute(0, 2, 1, 3).reshape(B * h, N, d)  # (B*h, N, d)
-        k = F.relu(k).reshape(B, N, h, d).permute(0, 2, 1, 3).reshape(B * h, N, d)  # (B*h, N, d)
-        v = v.reshape(B, N, h, d).permute(0, 2, 1, 3).reshape(B * h, N, d)  # (B*h, N, d)
-        k_sum = k.sum(dim=1, keepdim=True)  # (B*h, 1, d)
-        z = 1.0 / (torch.matmul(q, k_sum.transpose(1, 2)) + 1e-6)  # (B*h, N, 1)
+        pos = self.positional_encoding.reshape(1, N, h, d).transpose(1, 2)  # (1, heads, N, d)
+        q, k = F.relu(q), F.relu(k + pos)
+        k_sum = k.sum(dim=2, keepdim=True)  # (B, heads, 1, d)
+        z = 1.0 / (torch.matmul(q, k_sum.transpose(-2, -1)) + 1e-6)  # (B, heads, N, 1)
         if N > d:
-            out = torch.matmul(q, torch.matmul(k.transpose(1, 2), v)) * z  # (B*h, N, d)
+            out = torch.matmul(q, torch.matmul(k.transpose(-2, -1), v)) * z  # (B, heads, N, d)
         else:
-            out = torch.matmul(torch.matmul(q, k.transpose(1, 2)), v) * z  # (B*h, N, d)
-        grid = v.reshape(B * h, s, s, d).permute(0, 3, 1, 2)  # (B*h, d, s, s)
-        out = out + self.dwc(grid).permute(0, 2, 3, 1).reshape(B * h, N, d)  # (B*h, N, d)
-        out = out.reshape(B, h, N, d).permute(0, 2, 1, 3).reshape(B, N, C)  # (B, N, C)
-        return self.proj(out)
+            out = torch.matmul(torch.matmul(q, k.transpose(-2, -1)), v) * z  # (B, heads, N, d)
+        grid = v.transpose(-2, -1).reshape(B * h, d, s, s)  # (B*heads, d, s, s): the heads share the conv
+        out = out + self.dwc(grid).reshape(B, h, d, N).transpose(-2, -1)  # (B, heads, N, d)
+        return self.proj(out.transpose(1, 2).reshape(B, N, C))  # (B, N, C)
 
 
 def init_vit_weights(module: nn.Module) -> None:

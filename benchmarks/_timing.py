@@ -1,0 +1,49 @@
+"""Shared timing for the benchmark scripts: interleaved rounds, ratios of per-round medians.
+
+The machine is shared and noisy, so candidates are timed round-robin (A, B, C, A, B, C,
+...) and compared by the median of per-round ratios, never by absolute times alone.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+
+def ort_session(path: Path, threads: int):
+    """A CPU ONNX Runtime session with ``threads`` intra-op threads."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def median_ms(fn: Callable[[], object], runs: int) -> float:
+    """Median wall time of ``runs`` calls, in milliseconds."""
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def interleaved(candidates: dict[str, Callable[[], object]], rounds: int, runs: int,
+                warmup: int = 5) -> dict[str, list[float]]:
+    """Per-round median latency (ms) of every candidate, timed round-robin."""
+    for fn in candidates.values():
+        median_ms(fn, warmup)
+    per_round: dict[str, list[float]] = {k: [] for k in candidates}
+    for _ in range(rounds):
+        for key, fn in candidates.items():
+            per_round[key].append(median_ms(fn, runs))
+    return per_round
+
+
+def ratio(per_round: dict[str, list[float]], a: str, b: str) -> float:
+    """Median over rounds of latency(a) / latency(b): below 1 means ``a`` is faster."""
+    return statistics.median(x / y for x, y in zip(per_round[a], per_round[b]))
