@@ -102,7 +102,8 @@ def models_command(family: Optional[str] = typer.Option(None, help="Only this fa
         for col in ("name", "input", "params (M)", "GMACs", "top-1 %"):
             table.add_column(col, no_wrap=True)
         for r in rows:
-            table.add_row(r["name"], r["input"], str(r["params_m"]), str(r["gmacs"]), str(r["top1"]))
+            table.add_row(*(str(v) if v is not None else "-" for v in
+                            (r["name"], r["input"], r["params_m"], r["gmacs"], r["top1"])))
         _console().print(table)
 
     _emit(rows, human)
@@ -287,6 +288,8 @@ def info_command(
                           f"edgevit: {meta['edgevit_version']}  image input: {meta['image_input']}")
             console.print(f"mean/std: {meta['mean']} / {meta['std']}  labels: "
                           f"{len(meta['labels']) if meta.get('labels') else 'none'}")
+            fold = meta.get("reparam")
+            console.print("re-parameterized: " + (f"{fold['folded']} folds, {fold['kept']} kept" if fold else "no"))
             if parity:
                 verified = "numerically" if parity.get("numerically_verified") else "structurally only"
                 console.print(f"parity at export: {parity['status']} ({verified}, backend {parity['backend']}, "

@@ -174,3 +174,27 @@ def test_reparameterize_is_eval_in_place_and_idempotent():
 def test_reparameterize_rejects_what_is_not_a_module():
     with pytest.raises(edgevit.InputError, match="torch.nn.Module"):
         edgevit.reparameterize("edgenext_xx_small")
+
+
+class _ConvLayerScale(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 6, 3, padding=1, groups=2)
+        self.gamma = nn.Parameter(torch.full((6, 1, 1), 0.3))
+
+    def forward(self, x):
+        return x.mean() + (self.conv(x) if self.gamma is None else self.gamma * self.conv(x))
+
+    def reparameterize(self) -> None:
+        from edgevit.reparam import fold_layer_scale
+
+        fold_layer_scale(self.conv, self, "gamma")
+
+
+def test_layer_scale_folds_into_a_grouped_conv():
+    module = _ConvLayerScale()
+    with torch.no_grad():
+        module.gamma.uniform_(0.2, 1.5)
+    folded = assert_fold_exact(module, torch.randn(2, 4, 5, 5))
+    assert folded.gamma is None
+    assert folded.edgevit_reparam_report.counts() == {"layer-scale -> previous Conv2d": 1}
