@@ -17,8 +17,10 @@ PAPER_PARAMS_M = {
 
 
 def test_registry_lists_every_model():
-    assert set(edgevit.list_models()) == set(PAPER_PARAMS_M)
+    slab = ["deit_small_prepbn", "deit_tiny_prepbn", "slab_deit_small", "slab_deit_tiny", "slab_swin_tiny"]
     assert edgevit.list_models("edgenext") == sorted(PAPER_PARAMS_M)
+    assert edgevit.list_models("slab") == slab
+    assert edgevit.list_models() == sorted([*PAPER_PARAMS_M, *slab])
 
 
 @pytest.mark.parametrize("name", sorted(PAPER_PARAMS_M))
