@@ -21,8 +21,8 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from .folds import _CONVS, ChannelAffine, affine_of, fold_affine_into_inputs, scale_output_channels
-from .report import FoldReport, at, collecting, record
+from .folds import _CONVS, ChannelAffine, fold_into_next, fold_into_previous
+from .report import FoldReport, at, collecting, current_report, record
 
 log = logging.getLogger("edgevit.reparam")
 
@@ -62,35 +62,19 @@ def _walk(module: nn.Module, path: str) -> None:
 
 
 def _fold_sequential(seq: nn.Sequential) -> None:
-    """Generic folds between adjacent children of an ``nn.Sequential``."""
+    """Generic folds between adjacent children of an ``nn.Sequential`` (its data flow)."""
     names = list(seq._modules)
-    for i in range(len(names) - 1):
-        first, second = seq._modules[names[i]], seq._modules[names[i + 1]]
-        if isinstance(first, _LAYERS) and not isinstance(second, ChannelAffine):
-            affine = affine_of(second)
-            if affine is not None:
-                scale_output_channels(first, *affine)
-                seq._modules[names[i + 1]] = nn.Identity()
-                record("folded", names[i + 1], f"{type(second).__name__} -> previous {type(first).__name__}")
-                continue
-        if isinstance(second, _LAYERS):
-            affine = affine_of(first)
-            if affine is None:
-                continue
-            try:
-                fold_affine_into_inputs(second, *affine)
-            except ValueError as exc:
-                record("kept", names[i], f"{type(first).__name__} not folded into the next "
-                       f"{type(second).__name__}: {exc}")
-                continue
-            seq._modules[names[i]] = nn.Identity()
-            record("folded", names[i], f"{type(first).__name__} -> next {type(second).__name__}")
+    for first, second in zip(names, names[1:]):
+        if isinstance(seq._modules[first], _LAYERS) and fold_into_previous(seq._modules[first], seq, second):
+            continue
+        if isinstance(seq._modules[second], _LAYERS):
+            fold_into_next(seq, first, seq._modules[second])
 
 
 def _audit(model: nn.Module) -> None:
     """Report every normalization the folds left in place (if not already reported)."""
     with at(""):
-        covered = [entry.where for entry in _active_entries()]
+        covered = [entry.where for entry in current_report().entries]
         for path, module in model.named_modules():
             if not path or any(path == c or path.startswith(c + ".") for c in covered):
                 continue
@@ -110,10 +94,3 @@ def _kept_reason(module: nn.Module) -> Optional[str]:
     if isinstance(module, _NORMS) or "Norm" in kind:
         return f"{kind} normalizes with statistics of each input at run time; it is not a fixed affine"
     return None
-
-
-def _active_entries():
-    from .report import _REPORT
-
-    report = _REPORT.get()
-    return report.entries if report is not None else []

@@ -195,7 +195,11 @@ def fold_into_previous(layer: nn.Module, parent: nn.Module, name: str, *, note: 
     affine = affine_of(child)
     if affine is None:
         return False
-    scale_output_channels(layer, *affine)
+    try:
+        scale_output_channels(layer, *affine)
+    except ValueError as exc:
+        record("kept", name, f"{type(child).__name__} not folded into the previous {type(layer).__name__}: {exc}")
+        return False
     setattr(parent, name, nn.Identity())
     record("folded", name, f"{type(child).__name__} -> previous {type(layer).__name__}"
            + (f" ({note})" if note else ""))
