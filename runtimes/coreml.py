@@ -1,4 +1,5 @@
-"""Core ML backend: coremltools prediction on macOS; structural inspection elsewhere."""
+"""Core ML backend: Core ML itself on macOS; edgevit's numpy reference interpreter of
+the ML Program elsewhere (or anywhere with ``runtime="reference"``)."""
 
 from __future__ import annotations
 
@@ -42,11 +43,12 @@ def _feature_info(feature) -> TensorInfo:
 
 
 class CoreMLRuntime(Runtime):
-    """Loads an .mlpackage; runs it with Core ML on macOS only."""
+    """Loads an .mlpackage; runs it with Core ML on macOS, else with the reference interpreter."""
 
     backend = "coreml"
 
-    def __init__(self, path: Path, threads: int | None = None, compute_units: str = "ALL") -> None:
+    def __init__(self, path: Path, threads: int | None = None, compute_units: str = "ALL",
+                 reference: bool | None = None) -> None:
         super().__init__(path)
         ct = import_coremltools()
         self._ct = ct
@@ -62,22 +64,48 @@ class CoreMLRuntime(Runtime):
         if METADATA_KEY in meta:
             self.metadata = ArtifactMetadata.from_json(meta[METADATA_KEY])
         self._model = None
-        if self.can_run:
+        self._interpreter = None
+        self.cannot_run_reason = ""
+        self.uses_reference = sys.platform != "darwin" if reference is None else reference
+        if not self.uses_reference:
             self._model = ct.models.MLModel(str(path), compute_units=getattr(ct.ComputeUnit, compute_units))
+        elif self.spec.WhichOneof("Type") != "mlProgram":
+            self.cannot_run_reason = "the reference interpreter runs ML Programs only; this model needs Core ML (macOS)"
+        elif self.inputs and self.inputs[0].dtype == "image":
+            self.cannot_run_reason = "image inputs are decoded by Core ML itself (macOS); export without --image-input"
+        else:
+            from edgevit.errors import UnsupportedOperationError
+
+            from .mil_reference import MilInterpreter
+
+            try:
+                self._interpreter = MilInterpreter(self.spec, Path(path))
+            except UnsupportedOperationError as exc:
+                self.cannot_run_reason = str(exc)
+
+    @classmethod
+    def reference(cls, path: Path, threads: int | None = None, **options) -> "CoreMLRuntime":
+        """Always the reference interpreter, also on macOS (``runtime="reference"``)."""
+        return cls(path, threads=threads, reference=True, **options)
 
     @property
     def can_run(self) -> bool:
-        return sys.platform == "darwin"
+        return self._model is not None or self._interpreter is not None
 
     def describe(self) -> str:
-        where = "Core ML" if self.can_run else "spec only: Core ML runs on macOS"
+        if self._model is not None:
+            where = "Core ML"
+        elif self._interpreter is not None:
+            where = f"edgevit reference interpreter, numpy, opset {self._interpreter.opset}"
+        else:
+            where = "spec only: it cannot be run here"
         return f"coremltools {self._ct.__version__} ({where})"
 
     def _run(self, x: np.ndarray) -> np.ndarray:
+        if self._interpreter is not None:
+            return np.asarray(self._interpreter.run({self.inputs[0].name: x})[self._interpreter.output_names[0]])
         if self._model is None:
-            raise EdgeVitError(
-                f"Core ML predictions need macOS; {Path(self.path).name} was checked structurally only"
-            )
+            raise EdgeVitError(f"{Path(self.path).name} cannot be run here: {self.cannot_run_reason}")
         out = self._model.predict({self.inputs[0].name: x})
         return np.asarray(out[self.outputs[0].name])
 

@@ -14,8 +14,8 @@ from .base import Runtime
 ARTIFACT_KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
     ".onnx": ("onnx", ("onnxruntime",)),
     ".tflite": ("tflite", ("litert",)),
-    ".mlpackage": ("coreml", ("coreml",)),
-    ".mlmodel": ("coreml", ("coreml",)),
+    ".mlpackage": ("coreml", ("coreml", "reference")),
+    ".mlmodel": ("coreml", ("coreml", "reference")),
     ".pt2": ("torch", ("torch",)),
 }
 # runtime name -> "module:class"
@@ -23,6 +23,7 @@ RUNTIMES: dict[str, str] = {
     "onnxruntime": "edgevit.runtimes.onnxruntime:OnnxRuntime",
     "litert": "edgevit.runtimes.litert:LiteRtRuntime",
     "coreml": "edgevit.runtimes.coreml:CoreMLRuntime",
+    "reference": "edgevit.runtimes.coreml:CoreMLRuntime.reference",  # numpy ML Program interpreter
     "torch": "edgevit.runtimes.torch:TorchRuntime.from_file",
 }
 

@@ -73,3 +73,7 @@ def rebuild_error(class_name: str, message: str) -> EdgeVitError:
     error = cls.__new__(cls)
     Exception.__init__(error, message)
     return error
+
+
+class UnsupportedOperationError(EdgeVitError):
+    """An artifact uses an operation that an edgevit component does not implement."""

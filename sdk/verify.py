@@ -137,8 +137,9 @@ def structural_report(runtime, expected_shape: tuple[int, ...], precision: str) 
         "outputs": [o.describe() for o in runtime.outputs],
         "op_census": census,
     }
+    why = getattr(runtime, "cannot_run_reason", "") or "it cannot be run here"
     note = (
-        "not numerically verified: Core ML predictions need macOS; the package was checked "
+        f"not numerically verified: {why}; the package was checked "
         "structurally (spec loads, weights whole, input/output names and shapes, op census)"
     )
     return ParityReport(str(runtime.path), runtime.describe(), precision, atol, rtol,

@@ -1,0 +1,124 @@
+"""Reading a Core ML ML Program: its operations and their constant values, as numpy.
+
+Weight blobs live in the package's ``weights/weight.bin``: at each referenced offset a
+64-byte record (sentinel 0xDEADBEEF, data type, size, data offset) points at the raw
+little-endian data; the value's declared tensor type gives the dtype and shape.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgevit.errors import ArtifactError
+
+# MIL DataType enum value -> numpy dtype (MIL.proto)
+_NUMPY_DTYPES = {
+    1: np.bool_, 10: np.float16, 11: np.float32, 12: np.float64,
+    21: np.int8, 22: np.int16, 23: np.int32, 24: np.int64,
+    31: np.uint8, 32: np.uint16, 33: np.uint32, 34: np.uint64,
+}
+_STRING = 2
+_SENTINEL = 0xDEADBEEF
+
+
+@dataclass
+class Operation:
+    """One MIL operation: its type, named inputs (value names or constants), outputs."""
+
+    type: str
+    name: str
+    inputs: dict[str, list[Any]]  # input name -> list of ("ref", name) or ("const", value)
+    outputs: list[str]
+    output_dtypes: list[Any]
+    attributes: dict[str, Any]  # const ops: {"val": value}
+
+
+def tensor_dtype(value_type) -> Any:
+    """numpy dtype of a ValueType (``str`` for strings)."""
+    tensor = value_type.tensorType
+    if tensor.dataType == _STRING:
+        return str
+    if tensor.dataType not in _NUMPY_DTYPES:
+        raise ArtifactError(f"unsupported MIL data type {tensor.dataType}")
+    return _NUMPY_DTYPES[tensor.dataType]
+
+
+def _shape(value_type) -> tuple[int, ...]:
+    return tuple(int(d.constant.size) for d in value_type.tensorType.dimensions)
+
+
+class WeightFile:
+    """Lazily read weight files of one package (``@model_path/weights/...``)."""
+
+    def __init__(self, package: Path) -> None:
+        self._root = package / "Data" / "com.apple.CoreML"
+        self._files: dict[str, bytes] = {}
+
+    def read(self, file_name: str, offset: int, dtype, shape: tuple[int, ...]) -> np.ndarray:
+        relative = file_name.replace("@model_path/", "")
+        if relative not in self._files:
+            try:
+                self._files[relative] = (self._root / relative).read_bytes()
+            except OSError:
+                raise ArtifactError(f"weight file {relative} is missing from the Core ML package") from None
+        data = self._files[relative]
+        if offset + 24 > len(data):
+            raise ArtifactError(f"weight file {relative} is truncated (blob at {offset})")
+        sentinel, _, size, start = struct.unpack_from("<IIQQ", data, offset)
+        count = int(np.prod(shape)) if shape else 1
+        if sentinel != _SENTINEL or start + size > len(data) or count * np.dtype(dtype).itemsize > size:
+            raise ArtifactError(f"weight file {relative} is truncated or corrupt (blob at {offset})")
+        return np.frombuffer(data, dtype=dtype, count=count, offset=start).reshape(shape)
+
+
+def decode_value(value, weights: WeightFile) -> Any:
+    """A MIL Value (immediate or blob) as a numpy array, numpy scalar or str."""
+    dtype = tensor_dtype(value.type)
+    shape = _shape(value.type)
+    kind = value.WhichOneof("value")
+    if kind == "blobFileValue":
+        return weights.read(value.blobFileValue.fileName, value.blobFileValue.offset, dtype, shape)
+    tensor = value.immediateValue.tensor
+    field = tensor.WhichOneof("value")
+    if dtype is str:
+        strings = list(tensor.strings.values)
+        return strings[0] if not shape else np.array(strings).reshape(shape)
+    if field == "bytes":
+        array = np.frombuffer(tensor.bytes.values, dtype=dtype)
+    elif field is None:
+        array = np.zeros(0, dtype=dtype)
+    else:
+        array = np.asarray(list(getattr(tensor, field).values), dtype=dtype)
+    return array.reshape(shape) if shape else array.reshape(())
+
+
+def read_program(spec, package: Path) -> tuple[list[str], list[Operation], list[str], str]:
+    """(input names, operations in order, output names, opset) of the ``main`` function."""
+    if spec.WhichOneof("Type") != "mlProgram":
+        raise ArtifactError(f"{package} is not an ML Program (it is a {spec.WhichOneof('Type')} model)")
+    function = spec.mlProgram.functions.get("main")
+    if function is None:
+        raise ArtifactError(f"{package} has no 'main' function")
+    block = function.block_specializations[function.opset]
+    weights = WeightFile(package)
+    operations = []
+    for op in block.operations:
+        if len(op.blocks):
+            raise ArtifactError(f"{package}: op {op.type} has nested blocks (control flow is not supported)")
+        name_attr = op.attributes.get("name")
+        name = decode_value(name_attr, weights) if name_attr is not None else (op.outputs[0].name if op.outputs else "")
+        attributes = {k: decode_value(v, weights) for k, v in op.attributes.items() if k != "name"}
+        inputs = {
+            key: [("ref", arg.name) if arg.name else ("const", decode_value(arg.value, weights))
+                  for arg in binding.arguments]
+            for key, binding in op.inputs.items()
+        }
+        operations.append(Operation(op.type, str(name), inputs, [o.name for o in op.outputs],
+                                    [tensor_dtype(o.type) if o.type.WhichOneof("type") == "tensorType" else None
+                                     for o in op.outputs], attributes))
+    return [i.name for i in function.inputs], operations, list(block.outputs), function.opset
