@@ -44,6 +44,11 @@ class MilInterpreter:
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         env = dict(self._constants)
         env.update(feeds)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # fp16 inf/NaN reach the output
+            self._evaluate(env)
+        return {name: env[name] for name in self.output_names}
+
+    def _evaluate(self, env: dict[str, Any]) -> None:
         for op, fn in self._steps:
             kwargs = {key: self._resolve(env, key, args) for key, args in op.inputs.items()}
             try:
@@ -56,7 +61,6 @@ class MilInterpreter:
             for name, dtype, value in zip(op.outputs, op.output_dtypes, results):
                 value = np.asarray(value)
                 env[name] = value.astype(dtype, copy=False) if dtype not in (None, str) else value
-        return {name: env[name] for name in self.output_names}
 
     @staticmethod
     def _resolve(env: dict[str, Any], key: str, args: list[tuple[str, Any]]) -> Any:

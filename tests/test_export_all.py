@@ -143,3 +143,16 @@ def test_export_of_custom_module(tmp_path):
 
     result = edgevit.export(Tiny(), "onnx", tmp_path, image_size=32)
     assert result.path.name == "tiny.onnx" and result.parity.passed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", edgevit.list_models())
+def test_every_model_core_ml_fp16_matches_pytorch_through_the_interpreter(name, tmp_path):
+    spec = get_spec(name)
+    size = spec.input_size[1] if spec.fixed_size else SMALL
+    result = edgevit.export(name, "coreml", tmp_path, image_size=size, precision="fp16", num_inputs=1)
+    report = result.parity
+    assert report.numerically_verified and report.passed, report.max_abs_err
+    assert report.atol == 5e-2 and report.top1_agreement == 1.0
+    if sys.platform != "darwin":
+        assert "reference interpreter" in report.backend
