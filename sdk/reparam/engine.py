@@ -21,13 +21,11 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from .folds import _CONVS, ChannelAffine, fold_into_next, fold_into_previous
+from .folds import FOLDABLE_LAYERS, ChannelAffine, fold_into_next, fold_into_previous
 from .report import FoldReport, at, collecting, current_report, record
 
 log = logging.getLogger("edgevit.reparam")
 
-_LAYERS = (nn.Linear, *_CONVS)
-_NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
 
 
 def reparameterize(model: Any) -> Any:
@@ -65,10 +63,11 @@ def _fold_sequential(seq: nn.Sequential) -> None:
     """Generic folds between adjacent children of an ``nn.Sequential`` (its data flow)."""
     names = list(seq._modules)
     for first, second in zip(names, names[1:]):
-        if isinstance(seq._modules[first], _LAYERS) and fold_into_previous(seq._modules[first], seq, second):
+        layer_first, layer_second = seq._modules[first], seq._modules[second]
+        if isinstance(layer_first, FOLDABLE_LAYERS) and fold_into_previous(layer_first, seq, second):
             continue
-        if isinstance(seq._modules[second], _LAYERS):
-            fold_into_next(seq, first, seq._modules[second])
+        if isinstance(layer_second, FOLDABLE_LAYERS):
+            fold_into_next(seq, first, layer_second)
 
 
 def _audit(model: nn.Module) -> None:
@@ -91,6 +90,6 @@ def _kept_reason(module: nn.Module) -> Optional[str]:
     if isinstance(module, nn.modules.batchnorm._BatchNorm) or hasattr(module, "inference_affine"):
         return (f"{kind} has no Conv or Linear next to it in a data flow edgevit knows "
                 "(an nn.Sequential or the block's own reparameterize())")
-    if isinstance(module, _NORMS) or "Norm" in kind:
+    if "Norm" in kind:  # LayerNorm, GroupNorm, LayerNorm2d, ...
         return f"{kind} normalizes with statistics of each input at run time; it is not a fixed affine"
     return None

@@ -30,6 +30,7 @@ from .report import record
 Affine = tuple[torch.Tensor, torch.Tensor]  # (scale, shift), float64, one value per channel
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+FOLDABLE_LAYERS = (nn.Linear, *_CONVS)  # what an affine can be folded into
 
 
 class ChannelAffine(nn.Module):
@@ -168,42 +169,35 @@ def _child(parent: nn.Module, name: str) -> nn.Module:
     return module
 
 
-def fold_into_next(parent: nn.Module, name: str, layer: nn.Module, *, note: str = "") -> bool:
-    """Fold the affine child ``parent.<name>`` into ``layer``, which consumes its output.
+def _fold_child(parent: nn.Module, name: str, layer: nn.Module, side: str, apply, note: str) -> bool:
+    """Fold the affine child ``parent.<name>`` into ``layer`` with ``apply(layer, scale, shift)``.
 
-    Replaces the child by ``nn.Identity``. Returns False (and records why) when the child
-    is not an affine or the fold would not be exact.
+    Replaces the child by ``nn.Identity`` and records the fold; returns False (recording
+    why, if it is an affine) when the child is not an affine or ``apply`` refuses.
     """
     child = _child(parent, name)
     affine = affine_of(child)
-    kind = type(child).__name__
     if affine is None:
         return False
+    kind, target = type(child).__name__, type(layer).__name__
     try:
-        fold_affine_into_inputs(layer, *affine)
+        apply(layer, *affine)
     except ValueError as exc:
-        record("kept", name, f"{kind} not folded into the next {type(layer).__name__}: {exc}")
+        record("kept", name, f"{kind} not folded into the {side} {target}: {exc}")
         return False
     setattr(parent, name, nn.Identity())
-    record("folded", name, f"{kind} -> next {type(layer).__name__}" + (f" ({note})" if note else ""))
+    record("folded", name, f"{kind} -> {side} {target}" + (f" ({note})" if note else ""))
     return True
+
+
+def fold_into_next(parent: nn.Module, name: str, layer: nn.Module, *, note: str = "") -> bool:
+    """Fold the affine child ``parent.<name>`` into ``layer``, which consumes its output."""
+    return _fold_child(parent, name, layer, "next", fold_affine_into_inputs, note)
 
 
 def fold_into_previous(layer: nn.Module, parent: nn.Module, name: str, *, note: str = "") -> bool:
     """Fold the affine child ``parent.<name>``, applied to ``layer``'s output, into ``layer``."""
-    child = _child(parent, name)
-    affine = affine_of(child)
-    if affine is None:
-        return False
-    try:
-        scale_output_channels(layer, *affine)
-    except ValueError as exc:
-        record("kept", name, f"{type(child).__name__} not folded into the previous {type(layer).__name__}: {exc}")
-        return False
-    setattr(parent, name, nn.Identity())
-    record("folded", name, f"{type(child).__name__} -> previous {type(layer).__name__}"
-           + (f" ({note})" if note else ""))
-    return True
+    return _fold_child(parent, name, layer, "previous", scale_output_channels, note)
 
 
 def fold_layer_scale(layer: nn.Module, parent: nn.Module, name: str) -> bool:
@@ -215,8 +209,7 @@ def fold_layer_scale(layer: nn.Module, parent: nn.Module, name: str) -> bool:
     if gamma is None:
         return False
     scale_output_channels(layer, gamma.detach().double().reshape(-1))
-    delattr(parent, name)
-    setattr(parent, name, None)
+    setattr(parent, name, None)  # stays a registered (empty) parameter slot
     record("folded", name, f"layer-scale -> previous {type(layer).__name__}")
     return True
 
