@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 from .errors import OutputPathError
 
@@ -22,9 +24,16 @@ def ensure_writable_dir(directory: Path) -> Path:
     return directory
 
 
-def staging_dir(directory: Path) -> Path:
-    """A private scratch directory beside the final location (same filesystem: atomic rename)."""
-    return Path(tempfile.mkdtemp(prefix=".edgevit-tmp-", dir=directory))
+@contextlib.contextmanager
+def staged_path(final: Path) -> Iterator[Path]:
+    """A scratch path named like ``final``, in a private directory beside it (same
+    filesystem, so :func:`publish` is an atomic rename). The directory, and whatever was
+    not published, is removed on exit, failure included."""
+    staging = Path(tempfile.mkdtemp(prefix=".edgevit-tmp-", dir=final.parent))
+    try:
+        yield staging / final.name
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def publish(staged: Path, final: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +12,7 @@ import numpy as np
 from .errors import EdgeVitError, ExportError, InputError, first_line
 from .metadata import ArtifactMetadata
 from .models.registry import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, get_spec
-from .paths import artifact_size, ensure_writable_dir, publish, staging_dir
+from .paths import artifact_size, ensure_writable_dir, publish, staged_path
 from .verify import ParityReport, check_parity, parity_inputs, structural_report
 
 Progress = Callable[[str], None]
@@ -206,9 +205,7 @@ def _resolve_model(model: Any, weights: str | Path | None, say: Progress) -> tup
 def _export_one(target, exporter, request, final: Path, spec, verify: bool, checks, reference, load,
                 say: Progress, fold_summary: dict[str, Any] | None = None) -> ExportResult:
     started = time.perf_counter()
-    staging = staging_dir(final.parent)
-    try:
-        staged = staging / final.name
+    with staged_path(final) as staged:
         say(f"{target}: converting")
         exporter.convert(request, staged)
         runtime = load(staged)
@@ -235,5 +232,3 @@ def _export_one(target, exporter, request, final: Path, spec, verify: bool, chec
             result.size_bytes = artifact_size(final)
         result.seconds = time.perf_counter() - started
         return result
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)

@@ -53,7 +53,7 @@ def fold_to_file(model_name: str, output: str | Path, *, weights: Optional[str |
 
     from ..api import create_model
     from ..models.registry import get_spec
-    from ..paths import ensure_writable_dir, publish, staging_dir
+    from ..paths import ensure_writable_dir, publish, staged_path
     from ..pipeline import torch_reference
     from ..verify import parity_inputs
 
@@ -63,17 +63,11 @@ def fold_to_file(model_name: str, output: str | Path, *, weights: Optional[str |
     if num_inputs < 1:
         raise InputError("the fold check needs at least one input (num_inputs >= 1)")
     spec = get_spec(model_name)
-    ensure_writable_dir(output.parent if str(output.parent) else Path("."))
+    ensure_writable_dir(output.parent)
     model = create_model(model_name, weights=weights)
     inputs = [x for _, x in parity_inputs((1, *spec.input_size), num_inputs, seed)]
     folded, report = fold_checked(model, model_name, torch_reference(model), inputs)
-    staging = staging_dir(output.parent)
-    try:
-        staged = staging / output.name
+    with staged_path(output) as staged:
         torch.save(folded, staged)
         publish(staged, output)
-    finally:
-        import shutil
-
-        shutil.rmtree(staging, ignore_errors=True)
     return report
