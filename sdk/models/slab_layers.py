@@ -76,7 +76,7 @@ class PRepBN(nn.Module):
         if int(self.warm) > 0:
             self.warm.sub_(1)
             return self.norm1(x)
-        lam = self.r0 * self.iter.item() / self.total_step.item()
+        lam = self.lam
         if int(self.iter) > 0:
             self.iter.sub_(1)
         if lam == 0.0:
