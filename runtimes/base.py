@@ -36,10 +36,11 @@ class Runtime(ABC):
         self.inputs: list[TensorInfo] = []
         self.outputs: list[TensorInfo] = []
         self.metadata: ArtifactMetadata | None = None
+        self.cannot_run_reason = ""  # why, when can_run is False
 
     @property
     def can_run(self) -> bool:
-        """False where the artifact can be inspected but not executed (Core ML off macOS)."""
+        """False where the artifact can be inspected but not executed (``cannot_run_reason`` says why)."""
         return True
 
     def describe(self) -> str:

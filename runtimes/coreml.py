@@ -3,7 +3,6 @@ the ML Program elsewhere (or anywhere with ``runtime="reference"``)."""
 
 from __future__ import annotations
 
-import struct
 import sys
 from collections import Counter
 from pathlib import Path
@@ -14,9 +13,9 @@ from edgevit.errors import ArtifactError, EdgeVitError, MissingDependencyError, 
 from edgevit.metadata import METADATA_KEY, ArtifactMetadata
 
 from .base import Runtime, TensorInfo
+from .mil_program import WeightFile
 
 _ARRAY_DTYPES = {65568: "float32", 65552: "float16", 65600: "float64", 131104: "int32"}
-_BLOB_SENTINEL = 0xDEADBEEF
 
 
 def import_coremltools():
@@ -56,6 +55,7 @@ class CoreMLRuntime(Runtime):
             self.spec = ct.utils.load_spec(str(path))
         except Exception as exc:  # DecodeError, RuntimeError (manifest), FileNotFoundError
             raise ArtifactError(f"cannot load Core ML package {path}: {first_line(exc)}") from None
+        self._weights = WeightFile(Path(path))  # read once: checked here, then used by the interpreter
         self._check_weights()
         description = self.spec.description
         self.inputs = [_feature_info(f) for f in description.input]
@@ -65,7 +65,6 @@ class CoreMLRuntime(Runtime):
             self.metadata = ArtifactMetadata.from_json(meta[METADATA_KEY])
         self._model = None
         self._interpreter = None
-        self.cannot_run_reason = ""
         self.uses_reference = sys.platform != "darwin" if reference is None else reference
         if not self.uses_reference:
             self._model = ct.models.MLModel(str(path), compute_units=getattr(ct.ComputeUnit, compute_units))
@@ -79,7 +78,7 @@ class CoreMLRuntime(Runtime):
             from .mil_reference import MilInterpreter
 
             try:
-                self._interpreter = MilInterpreter(self.spec, Path(path))
+                self._interpreter = MilInterpreter(self.spec, Path(path), self._weights)
             except UnsupportedOperationError as exc:
                 self.cannot_run_reason = str(exc)
 
@@ -127,23 +126,7 @@ class CoreMLRuntime(Runtime):
 
     def _check_weights(self) -> None:
         """Every weight blob the program references lies whole inside its weight file."""
-        weights_dir = Path(self.path) / "Data" / "com.apple.CoreML" / "weights"
-        files: dict[str, bytes] = {}
         for op in self._operations():
             for value in op.attributes.values():
-                if value.WhichOneof("value") != "blobFileValue":
-                    continue
-                ref = value.blobFileValue
-                name = ref.fileName.rsplit("/", 1)[-1]
-                if name not in files:
-                    try:
-                        files[name] = (weights_dir / name).read_bytes()
-                    except OSError:
-                        raise ArtifactError(f"{self.path}: weight file {name} is missing") from None
-                data = files[name]
-                ok = ref.offset + 24 <= len(data)
-                if ok:
-                    sentinel, _, size, offset = struct.unpack_from("<IIQQ", data, ref.offset)
-                    ok = sentinel == _BLOB_SENTINEL and offset + size <= len(data)
-                if not ok:
-                    raise ArtifactError(f"{self.path}: weight file {name} is truncated or corrupt")
+                if value.WhichOneof("value") == "blobFileValue":
+                    self._weights.blob(value.blobFileValue.fileName, value.blobFileValue.offset)

@@ -53,26 +53,41 @@ def _shape(value_type) -> tuple[int, ...]:
 
 
 class WeightFile:
-    """Lazily read weight files of one package (``@model_path/weights/...``)."""
+    """The weight files of one package (``@model_path/weights/...``), each read once."""
 
     def __init__(self, package: Path) -> None:
-        self._root = package / "Data" / "com.apple.CoreML"
+        self.package = Path(package)
+        self._root = self.package / "Data" / "com.apple.CoreML"
         self._files: dict[str, bytes] = {}
 
-    def read(self, file_name: str, offset: int, dtype, shape: tuple[int, ...]) -> np.ndarray:
+    def blob(self, file_name: str, offset: int) -> tuple[bytes, int, int]:
+        """(file bytes, data start, data size) of the blob whose record is at ``offset``.
+
+        A missing file, a record past the end, a wrong sentinel or data running past the
+        end of the file is an :class:`ArtifactError`.
+        """
         relative = file_name.replace("@model_path/", "")
         if relative not in self._files:
             try:
                 self._files[relative] = (self._root / relative).read_bytes()
             except OSError:
-                raise ArtifactError(f"weight file {relative} is missing from the Core ML package") from None
+                raise ArtifactError(f"{self.package}: weight file {relative} is missing") from None
         data = self._files[relative]
-        if offset + 24 > len(data):
-            raise ArtifactError(f"weight file {relative} is truncated (blob at {offset})")
-        sentinel, _, size, start = struct.unpack_from("<IIQQ", data, offset)
+        ok = offset + 24 <= len(data)
+        if ok:
+            sentinel, _, size, start = struct.unpack_from("<IIQQ", data, offset)
+            ok = sentinel == _SENTINEL and start + size <= len(data)
+        if not ok:
+            raise ArtifactError(f"{self.package}: weight file {relative} is truncated or corrupt (blob at {offset})")
+        return data, start, size
+
+    def read(self, file_name: str, offset: int, dtype, shape: tuple[int, ...]) -> np.ndarray:
+        """The blob as an array of ``dtype`` and ``shape`` (no copy)."""
+        data, start, size = self.blob(file_name, offset)
         count = int(np.prod(shape)) if shape else 1
-        if sentinel != _SENTINEL or start + size > len(data) or count * np.dtype(dtype).itemsize > size:
-            raise ArtifactError(f"weight file {relative} is truncated or corrupt (blob at {offset})")
+        if count * np.dtype(dtype).itemsize > size:
+            raise ArtifactError(f"{self.package}: blob at {offset} holds {size} bytes, "
+                                f"fewer than a {dtype.__name__} tensor of shape {shape}")
         return np.frombuffer(data, dtype=dtype, count=count, offset=start).reshape(shape)
 
 
@@ -97,7 +112,8 @@ def decode_value(value, weights: WeightFile) -> Any:
     return array.reshape(shape) if shape else array.reshape(())
 
 
-def read_program(spec, package: Path) -> tuple[list[str], list[Operation], list[str], str]:
+def read_program(spec, package: Path, weights: WeightFile | None = None
+                 ) -> tuple[list[str], list[Operation], list[str], str]:
     """(input names, operations in order, output names, opset) of the ``main`` function."""
     if spec.WhichOneof("Type") != "mlProgram":
         raise ArtifactError(f"{package} is not an ML Program (it is a {spec.WhichOneof('Type')} model)")
@@ -105,7 +121,7 @@ def read_program(spec, package: Path) -> tuple[list[str], list[Operation], list[
     if function is None:
         raise ArtifactError(f"{package} has no 'main' function")
     block = function.block_specializations[function.opset]
-    weights = WeightFile(package)
+    weights = weights or WeightFile(package)
     operations = []
     for op in block.operations:
         if len(op.blocks):

@@ -16,7 +16,7 @@ import numpy as np
 from edgevit.errors import UnsupportedOperationError
 
 from .mil_ops import lookup
-from .mil_program import Operation, read_program
+from .mil_program import Operation, WeightFile, read_program
 
 _VARIADIC = {"values"}  # inputs that take a list (concat)
 
@@ -24,9 +24,9 @@ _VARIADIC = {"values"}  # inputs that take a list (concat)
 class MilInterpreter:
     """Load once, then ``run({input_name: array}) -> {output_name: array}``."""
 
-    def __init__(self, spec, package: Path) -> None:
+    def __init__(self, spec, package: Path, weights: WeightFile | None = None) -> None:
         self.package = Path(package)
-        self.input_names, operations, self.output_names, self.opset = read_program(spec, self.package)
+        self.input_names, operations, self.output_names, self.opset = read_program(spec, self.package, weights)
         self._constants: dict[str, Any] = {}
         self._steps: list[tuple[Operation, Any]] = []
         for index, op in enumerate(operations):

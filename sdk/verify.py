@@ -137,7 +137,7 @@ def structural_report(runtime, expected_shape: tuple[int, ...], precision: str) 
         "outputs": [o.describe() for o in runtime.outputs],
         "op_census": census,
     }
-    why = getattr(runtime, "cannot_run_reason", "") or "it cannot be run here"
+    why = runtime.cannot_run_reason or "it cannot be run here"
     note = (
         f"not numerically verified: {why}; the package was checked "
         "structurally (spec loads, weights whole, input/output names and shapes, op census)"
