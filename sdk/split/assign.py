@@ -14,7 +14,7 @@ the device that finishes it earliest" placement, so there always is one when any
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from ..errors import InputError
@@ -59,7 +59,6 @@ class Placement:
     memory_used_mb: dict[str, float]
     makespan: float
     optimal: bool = True
-    devices: list[str] = field(default_factory=list)
 
 
 def _check_fits_somewhere(submodels: Sequence[SubModelCost], devices: Sequence[Device]) -> None:
@@ -145,11 +144,11 @@ def assign(submodels: Sequence[SubModelCost], devices: Sequence[Device], *, node
 
     search(0)
     if best_choice is None:
-        tightest = min(order, key=lambda s: -s.memory_mb)
+        biggest = max(order, key=lambda s: s.memory_mb)
         roomiest = max(devices, key=lambda d: d.memory_mb)
         raise PlacementError(
-            f"the sub-models cannot be packed into the devices' memory: sub-model {tightest.name} "
-            f"({tightest.memory_mb:.2f} MB) finds no room once the others are placed; add memory to a device "
+            f"the sub-models cannot be packed into the devices' memory: sub-model {biggest.name} "
+            f"({biggest.memory_mb:.2f} MB) finds no room once the others are placed; add memory to a device "
             f"such as {roomiest.name} ({roomiest.memory_mb:.2f} MB) or use more sub-models"
         )
     final_loads = _loads(order, devices, best_choice)
@@ -162,7 +161,6 @@ def assign(submodels: Sequence[SubModelCost], devices: Sequence[Device], *, node
         memory_used_mb={d.name: used[i] for i, d in enumerate(devices)},
         makespan=max(final_loads),
         optimal=exhausted,
-        devices=names,
     )
 
 
