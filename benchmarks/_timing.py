@@ -47,3 +47,45 @@ def interleaved(candidates: dict[str, Callable[[], object]], rounds: int, runs: 
 def ratio(per_round: dict[str, list[float]], a: str, b: str) -> float:
     """Median over rounds of latency(a) / latency(b): below 1 means ``a`` is faster."""
     return statistics.median(x / y for x, y in zip(per_round[a], per_round[b]))
+
+
+def parse_args(doc: str, rounds: int, runs: int = 20):
+    """The options every benchmark takes: --rounds, --runs, --json."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--runs", type=int, default=runs)
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    return parser.parse_args()
+
+
+def ort_runner(session, feed) -> Callable[[], object]:
+    """A no-argument call running ``session`` on ``feed`` (its first input)."""
+    name = session.get_inputs()[0].name
+    return lambda: session.run(None, {name: feed})
+
+
+def summary(per_round: dict[str, list[float]], args, threads: int, shape: list[int], **fields) -> dict:
+    """The fields every benchmark reports, then ``fields``, then library versions."""
+    import onnxruntime
+    import torch
+
+    return {
+        "input": shape, "threads": threads, "rounds": args.rounds, "runs_per_round": args.runs,
+        "median_ms": {k: round(statistics.median(v), 3) for k, v in per_round.items()},
+        **fields,
+        "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
+    }
+
+
+def publish(result: dict, lines: list[str], json_path: Path | None) -> None:
+    """Print the result as JSON and the headline ratios; write the JSON too when asked."""
+    import json
+
+    text = json.dumps(result, indent=2)
+    print(text)
+    for line in lines:
+        print(line)
+    if json_path is not None:
+        json_path.write_text(text + "\n")

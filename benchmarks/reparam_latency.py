@@ -15,22 +15,19 @@ Target: folded at least 1.15x faster than the LayerNorm model.
 
 from __future__ import annotations
 
-import argparse
-import json
-import statistics
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
+import onnx
 import torch
 
 import edgevit
 from edgevit.models.deit import build_deit
 from edgevit.models.registry import get_spec
 
-from _timing import interleaved, ort_session, ratio  # benchmarks/_timing.py
+from _timing import interleaved, ort_runner, ort_session, parse_args, publish, ratio, summary  # noqa: E402,I001
 
 SIZE, THREADS = 224, 2
 
@@ -46,11 +43,7 @@ def layernorm_counterpart() -> torch.nn.Module:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=12)
-    parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
-    args = parser.parse_args()
+    args = parse_args(__doc__, rounds=12)
     torch.set_num_threads(THREADS)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -61,32 +54,21 @@ def main() -> int:
         }
         ops = {}
         for key, path in paths.items():
-            import onnx
-
             graph = onnx.load(str(path), load_external_data=False).graph
             ops[key] = {op: sum(n.op_type == op for n in graph.node)
                         for op in ("BatchNormalization", "LayerNormalization", "MatMul", "Softmax")}
-        sessions = {k: ort_session(p, THREADS) for k, p in paths.items()}
         feed = np.random.default_rng(0).standard_normal((1, 3, SIZE, SIZE)).astype(np.float32)
-        inputs = {k: s.get_inputs()[0].name for k, s in sessions.items()}
-        candidates = {k: (lambda s=s, n=inputs[k]: s.run(None, {n: feed})) for k, s in sessions.items()}
+        candidates = {k: ort_runner(ort_session(p, THREADS), feed) for k, p in paths.items()}
         per_round = interleaved(candidates, args.rounds, args.runs)
 
-    result = {
-        "input": [1, 3, SIZE, SIZE], "threads": THREADS, "rounds": args.rounds, "runs_per_round": args.runs,
-        "median_ms": {k: round(statistics.median(v), 3) for k, v in per_round.items()},
-        "speedup_folded_vs_layernorm": round(1 / ratio(per_round, "folded", "layernorm"), 3),
-        "speedup_folded_vs_unfolded": round(1 / ratio(per_round, "folded", "unfolded"), 3),
-        "target_speedup_vs_layernorm": 1.15,
-        "graph_ops": ops,
-        "versions": {"torch": torch.__version__, "onnxruntime": ort.__version__},
-    }
-    print(json.dumps(result, indent=2))
-    print(f"slab_deit_tiny folded vs LayerNorm DeiT-T: {result['speedup_folded_vs_layernorm']:.3f}x faster "
-          "(target >= 1.15x)")
-    print(f"slab_deit_tiny folded vs unfolded:          {result['speedup_folded_vs_unfolded']:.3f}x faster")
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    result = summary(per_round, args, THREADS, [1, 3, SIZE, SIZE],
+                     speedup_folded_vs_layernorm=round(1 / ratio(per_round, "folded", "layernorm"), 3),
+                     speedup_folded_vs_unfolded=round(1 / ratio(per_round, "folded", "unfolded"), 3),
+                     target_speedup_vs_layernorm=1.15, graph_ops=ops)
+    publish(result, [f"slab_deit_tiny folded vs LayerNorm DeiT-T: {result['speedup_folded_vs_layernorm']:.3f}x "
+                     "faster (target >= 1.15x)",
+                     f"slab_deit_tiny folded vs unfolded:          {result['speedup_folded_vs_unfolded']:.3f}x "
+                     "faster"], args.json)
     return 0
 
 
