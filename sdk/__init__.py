@@ -20,7 +20,8 @@ from .errors import (
     UnsupportedModelError,
 )
 
-_API = ("list_models", "create_model", "reparameterize", "export", "load", "verify", "benchmark")
+_API = ("list_models", "create_model", "reparameterize", "export", "load", "verify", "benchmark", "split",
+        "load_plan")
 
 __all__ = [
     "__version__",
@@ -36,7 +37,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .api import benchmark, create_model, export, list_models, load, reparameterize, verify
+    from .api import benchmark, create_model, export, list_models, load, load_plan, reparameterize, split, verify
 
 
 def __getattr__(name: str) -> Any:

@@ -16,8 +16,11 @@ def list_models(family: str | None = None) -> list[str]:
 
 
 def create_model(name: str, *, weights: str | Path | None = None, num_classes: int | None = None,
-                 pretrained_layout: str = "auto") -> Any:
+                 pretrained_layout: str = "auto", **config: Any) -> Any:
     """Build a registered model in eval mode, loading ``weights`` strictly if given.
+
+    ``config`` overrides the registered architecture settings, e.g. ``img_size=32,
+    patch_size=8`` for a DeiT on small images; an unknown setting is an InputError.
 
     Without ``weights`` the model has deterministic random weights (seed 0), so that an
     export and a later ``verify`` in another process agree.
@@ -37,8 +40,14 @@ def create_model(name: str, *, weights: str | Path | None = None, num_classes: i
         raise InputError(f"num_classes must be positive, got {num_classes}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)  # random weights are the same in every process (seed 0)
-        model = spec.resolve_builder()(num_classes=classes, **spec.config)
+        try:
+            model = spec.resolve_builder()(num_classes=classes, **{**spec.config, **config})
+        except (TypeError, ValueError) as exc:
+            if not config:
+                raise
+            raise InputError(f"{name} cannot be built with {config}: {exc}") from None
     model.edgevit_name = name
+    model.edgevit_config = dict(config)
     if weights is not None:
         from .models.checkpoints import load_weights
 
@@ -134,3 +143,30 @@ def benchmark(artifact_paths: Sequence[str | Path], **options: Any):
     from .bench import benchmark as _benchmark
 
     return _benchmark(artifact_paths, **options)
+
+
+def split(model: Any, data: Any, num_submodels: int, devices: Any = None, budget: Any = None,
+          output: str | Path = "edvit_plan", **options: Any):
+    """ED-ViT: split a trained ViT into class-wise pruned sub-models placed on devices.
+
+    ``model`` is a trained ViT (or a registered name with ``weights=``), ``data`` is
+    "digits", a class-folder directory, an .npz or a Dataset, ``devices`` a list of
+    :class:`edgevit.edvit.Device` or a devices.yaml path. Writes the plan directory
+    ``output`` (plan.json, verified artifacts, report.json/.md) and returns the
+    :class:`edgevit.edvit.SplitPlan`. Options: ``weights``, ``partition``
+    ("balanced", "confusion", "embedding"), ``finetune_epochs``, ``fusion_epochs``,
+    ``overwrite``, ``seed``, ``progress``.
+    """
+    from .edvit.devices import read_devices
+    from .edvit.splitter import split as _split
+
+    if isinstance(devices, (str, Path)):
+        devices = read_devices(devices)
+    return _split(model, data, num_submodels, devices, budget, output, **options)
+
+
+def load_plan(plan_dir: str | Path, *, verify_checksums: bool = True):
+    """Read and validate a split plan directory (checksums included by default)."""
+    from .edvit.plan import load_plan as _load_plan
+
+    return _load_plan(plan_dir, verify_checksums=verify_checksums)

@@ -45,10 +45,15 @@ def _emit(data: Any, human) -> None:
 
 
 class _Progress:
-    """A spinner on stderr with the current step, on a terminal only (not with --quiet/--json)."""
+    """A spinner on stderr with the current step, on a terminal only (not with --quiet/--json).
 
-    def __init__(self) -> None:
+    ``lines=True`` (long jobs such as training) also prints each step as a plain line on
+    stderr when it is not a terminal (logs, CI), unless --quiet.
+    """
+
+    def __init__(self, lines: bool = False) -> None:
         self._status = None
+        self._lines = lines and not state.quiet
 
     def __enter__(self):
         if not (state.quiet or state.json) and sys.stderr.isatty():
@@ -60,6 +65,9 @@ class _Progress:
         if self._status is not None:
             self._status.update(message)
             self._status.console.print(f"[dim]- {message}[/]")
+        elif self._lines:
+            sys.stderr.write(f"- {message}\n")
+            sys.stderr.flush()
 
     def __exit__(self, *exc) -> None:
         if self._status is not None:
@@ -338,6 +346,9 @@ def bench_command(
             _console().print(f"chart: {plot}")
 
     _emit(report.to_dict(), human)
+
+
+from . import cli_split  # noqa: E402,F401  (registers the ED-ViT commands: train, split)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -98,8 +98,16 @@ def export_model(
     seed: int = 0,
     options: dict[str, Any] | None = None,
     progress: Progress | None = None,
+    input_shape: Sequence[int] | None = None,
+    output_name: str = "logits",
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
 ) -> list[ExportResult]:
     """Export ``model`` (a registered name or an nn.Module) to one target or ``"all"``.
+
+    ``input_shape`` replaces the image input (1, C, H, W) for models that take something
+    else (e.g. ED-ViT's fusion head, which takes concatenated features). ``mean``/``std``
+    (the normalization recorded in the metadata) default to the model's registered ones.
 
     With ``reparam`` (the default) the model is folded by :func:`edgevit.reparameterize`
     first (on a copy) and the artifact is verified against the *unfolded* model.
@@ -118,23 +126,25 @@ def export_model(
     for tgt in targets:  # a missing converter is reported before any long work starts
         exporter_module(tgt).check_dependencies()
     spec, module, name = _resolve_model(model, weights, say)
-    height, width = _image_hw(image_size, spec.input_size[1:] if spec else (224, 224))
+    native = tuple(getattr(module, "input_size", spec.input_size if spec else (3, 224, 224)))  # (C, H, W)
+    height, width = _image_hw(image_size, native[1:])
     multiple = spec.size_multiple if spec else 1
-    if spec is not None and spec.fixed_size and (height, width) != tuple(spec.input_size[1:]):
-        raise InputError(f"{name} has position tables learned for {spec.input_size[1]}x{spec.input_size[2]} "
+    if spec is not None and spec.fixed_size and (height, width) != native[1:]:
+        raise InputError(f"{name} has position tables learned for {native[1]}x{native[2]} "
                          f"inputs; export it at that size, not {height}x{width}")
-    if height % multiple or width % multiple or height <= 0 or width <= 0:
+    if not (spec is not None and spec.fixed_size) and (height % multiple or width % multiple or height <= 0 or width <= 0):
         raise InputError(f"image size {height}x{width} does not fit {name}: use multiples of {multiple}")
     finals = {t: output_path(output, name, t, precision) for t in targets}
     for final in finals.values():
         ensure_writable_dir(final.parent)
     class_labels = read_labels(labels)
-    mean = spec.mean if spec else IMAGENET_MEAN
-    std = spec.std if spec else IMAGENET_STD
+    mean = tuple(mean) if mean is not None else (spec.mean if spec else IMAGENET_MEAN)
+    std = tuple(std) if std is not None else (spec.std if spec else IMAGENET_STD)
 
     generator = torch.Generator().manual_seed(seed)
-    example = torch.randn(1, 3, height, width, generator=generator)
-    checks = parity_inputs((1, 3, height, width), num_inputs, seed)
+    shape = tuple(input_shape) if input_shape is not None else (1, native[0], height, width)
+    example = torch.randn(*shape, generator=generator)
+    checks = parity_inputs(shape, num_inputs, seed)
     if image is not None:
         from .preprocess import load_image
 
@@ -149,13 +159,13 @@ def export_model(
 
         module, fold_report = fold_checked(module, name, reference, [x for _, x in checks])
         fold_summary = fold_report.to_dict(entries=False)
-    say(f"tracing {name} at {height}x{width} with torch.export")
+    say(f"tracing {name} at {'x'.join(map(str, shape))} with torch.export")
     try:
         with torch.inference_mode():
             module(example)
         program = torch.export.export(module, (example,))
     except Exception as exc:
-        raise ExportError(f"torch.export could not trace {name} at {height}x{width}: {first_line(exc)}") from None
+        raise ExportError(f"torch.export could not trace {name} at {'x'.join(map(str, shape))}: {first_line(exc)}") from None
 
     results = []
     for tgt in targets:
@@ -164,6 +174,7 @@ def export_model(
             model=module, program=program, example=example, model_name=name, precision=precision,
             dynamic_batch=dynamic_batch and tgt == "onnx", image_input=image_input and tgt == "coreml",
             mean=mean, std=std, labels=class_labels if tgt == "coreml" else None, options=dict(options or {}),
+            output_name=output_name,
         )
         results.append(_export_one(tgt, exporter, request, finals[tgt], spec, verify, checks, reference, load,
                                    say, fold_summary))

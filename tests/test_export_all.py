@@ -31,7 +31,10 @@ def test_every_model_exports_to_every_target_with_parity(name, tmp_path):
         assert result.written and result.path.exists(), result
         report = result.parity
         assert report is not None and report.passed, report
-        assert result.reparam["folded"] > 0 and result.reparam["max_abs_change"] < 1e-5
+        if spec.family == "deit":  # plain DeiT: LayerNorms only, nothing to fold
+            assert result.reparam["folded"] == 0 and result.reparam["max_abs_change"] == 0
+        else:
+            assert result.reparam["folded"] > 0 and result.reparam["max_abs_change"] < 1e-5
         rt = edgevit.load(result.path)
         assert rt.metadata.model == name and rt.metadata.parity["status"] == "passed"
         assert rt.metadata.input_shape == [1, 3, size, size]

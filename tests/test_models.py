@@ -20,7 +20,8 @@ def test_registry_lists_every_model():
     slab = ["deit_small_prepbn", "deit_tiny_prepbn", "slab_deit_small", "slab_deit_tiny", "slab_swin_tiny"]
     assert edgevit.list_models("edgenext") == sorted(PAPER_PARAMS_M)
     assert edgevit.list_models("slab") == slab
-    assert edgevit.list_models() == sorted([*PAPER_PARAMS_M, *slab])
+    assert edgevit.list_models("deit") == ["deit_small", "deit_tiny"]
+    assert edgevit.list_models() == sorted([*PAPER_PARAMS_M, *slab, "deit_small", "deit_tiny"])
 
 
 @pytest.mark.parametrize("name", sorted(PAPER_PARAMS_M))

@@ -82,18 +82,37 @@ _SLAB = {
                        "SLAB-Swin-T: global linear attention (stages 1-2), shifted windows (3-4), PRepBN"),
 }
 
-for _name, (_builder, _cfg, _paper, _description) in _SLAB.items():
-    register_model(
-        ModelSpec(
-            name=_name,
-            family="slab",
-            builder=_builder,
-            config=_cfg,
-            input_size=(3, 224, 224),
-            crop_pct=0.9 if "swin" in _name else 0.875,
-            size_multiple=224,
-            fixed_size=True,
-            paper=_paper,
-            description=_description,
+
+def _register_fixed_size(family: str, table: dict) -> None:
+    """ViTs with position tables learned for 224x224: only that size exports."""
+    for name, (builder, config, paper, description) in table.items():
+        register_model(
+            ModelSpec(
+                name=name,
+                family=family,
+                builder=builder,
+                config=config,
+                input_size=(3, 224, 224),
+                crop_pct=0.9 if "swin" in name else 0.875,
+                size_multiple=224,
+                fixed_size=True,
+                paper=paper,
+                description=description,
+            )
         )
-    )
+
+
+_register_fixed_size("slab", _SLAB)
+
+# Plain DeiT (Touvron et al., ICML 2021): LayerNorm, softmax attention, class token; the
+# ViT family that ED-ViT splits. Image size, patch size and class count are configurable
+# (``create_model("deit_tiny", num_classes=10, img_size=32, patch_size=8)``).
+_DEIT_SOURCE = "Touvron et al., DeiT, ICML 2021 (Table 1)"
+_DEIT_CONFIG = dict(attention="softmax", class_token=True, norm="layernorm")
+_DEIT = {
+    "deit_tiny": ("edgevit.models.deit:build_deit", dict(_DEIT_CONFIG, embed_dim=192, num_heads=3),
+                  PaperFigures(5.7, 1.3, 72.2, _DEIT_SOURCE), "DeiT-T: plain ViT (LayerNorm, softmax attention, class token)"),
+    "deit_small": ("edgevit.models.deit:build_deit", dict(_DEIT_CONFIG, embed_dim=384, num_heads=6),
+                   PaperFigures(22.1, 4.6, 79.8, _DEIT_SOURCE), "DeiT-S: plain ViT (LayerNorm, softmax attention, class token)"),
+}
+_register_fixed_size("deit", _DEIT)

@@ -1,4 +1,4 @@
-"""DeiT-style vision transformers: SLAB-DeiT and the DeiT PRepBN baselines.
+"""DeiT-style vision transformers: plain DeiT, SLAB-DeiT and the DeiT PRepBN baselines.
 
 Names follow the official SLAB repository (``classification/models/slab_deit.py`` and
 ``deit.py``, themselves timm's DeiT layout), so its checkpoints load unchanged:
@@ -7,6 +7,11 @@ Names follow the official SLAB repository (``classification/models/slab_deit.py`
   PRepBN everywhere, no class token in the forward (the official model still owns an
   unused ``cls_token`` parameter; it is kept so checkpoints load strictly), mean pooling.
 - DeiT-PRepBN (``attention="softmax"``, ``class_token=True``): plain DeiT with PRepBN.
+- DeiT (``attention="softmax"``, ``class_token=True``, ``norm="layernorm"``): Touvron et
+  al.'s DeiT (timm's ``deit_*_patch16_224`` layout), also the model ED-ViT splits.
+
+Attention heads keep their own ``head_dim``: a pruned model (:mod:`edgevit.edvit`) may
+have fewer heads, or fewer embedding channels, than ``embed_dim // num_heads`` implies.
 
 ``norm`` picks the normalization: ``"prepbn"`` (training schedule LayerNorm -> RepBN),
 ``"repbn"`` or ``"layernorm"`` (the unmodified DeiT, used as the LayerNorm baseline).
@@ -17,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..reparam.folds import fold_into_next
+from ..reparam.folds import fold_into_next, keep_as_affine
 from .slab_layers import Mlp, SimplifiedLinearAttention, init_vit_weights, make_norm
 from .slab_layers import remap_checkpoint  # noqa: F401  (the loader looks it up here)
 
@@ -25,20 +30,25 @@ from .slab_layers import remap_checkpoint  # noqa: F401  (the loader looks it up
 class SoftmaxAttention(nn.Module):
     """Multi-head softmax self-attention (DeiT), as matmuls."""
 
-    def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = True) -> None:
+    def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = True, head_dim: int | None = None) -> None:
         super().__init__()
+        if head_dim is None:
+            if dim % num_heads:
+                raise ValueError(f"dim {dim} is not divisible by {num_heads} heads")
+            head_dim = dim // num_heads
         self.num_heads = num_heads
-        self.scale = (dim // num_heads) ** -0.5
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
+        self.head_dim = head_dim  # independent of dim once heads or channels are pruned
+        self.scale = head_dim ** -0.5
+        self.qkv = nn.Linear(dim, 3 * num_heads * head_dim, bias=qkv_bias)
+        self.proj = nn.Linear(num_heads * head_dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, N, C = x.shape
-        h = self.num_heads
-        qkv = self.qkv(x).reshape(B, N, 3, h, C // h).permute(2, 0, 3, 1, 4)  # (3, B, heads, N, d)
+        B, N, _ = x.shape
+        h, d = self.num_heads, self.head_dim
+        qkv = self.qkv(x).reshape(B, N, 3, h, d).permute(2, 0, 3, 1, 4)  # (3, B, heads, N, d)
         q, k, v = qkv[0], qkv[1], qkv[2]
         attn = torch.matmul(q * self.scale, k.transpose(-2, -1)).softmax(dim=-1)  # (B, heads, N, N)
-        out = torch.matmul(attn, v).transpose(1, 2).reshape(B, N, C)  # (B, N, C)
+        out = torch.matmul(attn, v).transpose(1, 2).reshape(B, N, h * d)  # (B, N, heads*d)
         return self.proj(out)
 
 
@@ -92,6 +102,7 @@ class VisionTransformer(nn.Module):
         super().__init__()
         self.num_classes = num_classes
         self.use_class_token = class_token
+        self.input_size = (in_chans, img_size, img_size)  # the position table fixes it
         norm_layer = make_norm(norm, ln_eps=1e-6, step=prepbn_step)
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
         tokens = self.patch_embed.num_patches
@@ -119,7 +130,11 @@ class VisionTransformer(nn.Module):
 
     def reparameterize(self) -> None:
         """The last norm is a per-channel affine at the end of the residual stream: it
-        commutes with the token pooling (mean or class-token pick) and folds into the head."""
+        commutes with the token pooling (mean or class-token pick) and folds into the head.
+        Without a head (a feature extractor) it stays as a multiply-add."""
+        if not isinstance(self.head, nn.Linear):
+            keep_as_affine(self, "norm", "there is no head to absorb it (the model outputs features)", channel_axis=-1)
+            return
         pooling = "class-token selection" if self.use_class_token else "mean pooling"
         fold_into_next(self, "norm", self.head, note=f"absorbed through the {pooling}")
 

@@ -88,6 +88,18 @@ class PRepBN(nn.Module):
         return self.norm2.inference_affine()
 
 
+def finish_schedules(model: nn.Module) -> int:
+    """Set every PRepBN in ``model`` to the end of its schedule (RepBN only, in training
+    too), so that further training trains what is deployed; returns how many."""
+    count = 0
+    for module in model.modules():
+        if isinstance(module, PRepBN):
+            module.warm.zero_()
+            module.iter.zero_()
+            count += 1
+    return count
+
+
 def make_norm(kind: str, ln_eps: float = 1e-6, step: int = 300000) -> Callable[[int], nn.Module]:
     """A norm factory: ``"prepbn"`` (PRepBN), ``"repbn"`` or ``"layernorm"``."""
     if kind == "prepbn":
@@ -122,24 +134,27 @@ class SimplifiedLinearAttention(nn.Module):
     """
 
     def __init__(self, dim: int, num_tokens: int, num_heads: int = 8, qkv_bias: bool = True,
-                 kernel_size: int = 5) -> None:
+                 kernel_size: int = 5, head_dim: int | None = None) -> None:
         super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"dim {dim} is not divisible by {num_heads} heads")
+        if head_dim is None:
+            if dim % num_heads:
+                raise ValueError(f"dim {dim} is not divisible by {num_heads} heads")
+            head_dim = dim // num_heads
         side = math.isqrt(num_tokens)
         if side * side != num_tokens:
             raise ValueError(f"simplified linear attention needs a square token grid, got {num_tokens} tokens")
         self.num_heads = num_heads
         self.side = side
-        head_dim = dim // num_heads
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
+        self.head_dim = head_dim  # independent of dim once heads or channels are pruned
+        inner = num_heads * head_dim
+        self.qkv = nn.Linear(dim, 3 * inner, bias=qkv_bias)
+        self.proj = nn.Linear(inner, dim)
         self.dwc = nn.Conv2d(head_dim, head_dim, kernel_size, padding=kernel_size // 2, groups=head_dim)
-        self.positional_encoding = nn.Parameter(torch.zeros(1, num_tokens, dim))
+        self.positional_encoding = nn.Parameter(torch.zeros(1, num_tokens, inner))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, N, C = x.shape
-        h, d, s = self.num_heads, C // self.num_heads, self.side
+        B, N, _ = x.shape
+        h, d, s = self.num_heads, self.head_dim, self.side
         qkv = self.qkv(x).reshape(B, N, 3, h, d).permute(2, 0, 3, 1, 4)  # (3, B, heads, N, d)
         q, k, v = qkv[0], qkv[1], qkv[2]
         pos = self.positional_encoding.reshape(1, N, h, d).transpose(1, 2)  # (1, heads, N, d)
@@ -152,7 +167,7 @@ class SimplifiedLinearAttention(nn.Module):
             out = torch.matmul(torch.matmul(q, k.transpose(-2, -1)), v) * z  # (B, heads, N, d)
         grid = v.transpose(-2, -1).reshape(B * h, d, s, s)  # (B*heads, d, s, s): the heads share the conv
         out = out + self.dwc(grid).reshape(B, h, d, N).transpose(-2, -1)  # (B, heads, N, d)
-        return self.proj(out.transpose(1, 2).reshape(B, N, C))  # (B, N, C)
+        return self.proj(out.transpose(1, 2).reshape(B, N, h * d))  # (B, N, C)
 
 
 def init_vit_weights(module: nn.Module) -> None:

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from edgevit.split import Device, PlacementError, SubModelCost, assign
+from edgevit.edvit import Device, PlacementError, SubModelCost, assign
 
 
 def brute_force(subs, devices):

@@ -26,11 +26,13 @@ class PlacementError(InputError):
 
 @dataclass(frozen=True)
 class Device:
-    """An edge device: a name, the memory a sub-model may use (MB) and a relative speed."""
+    """An edge device: a name, the memory its sub-models may use (MB = 1e6 bytes), a
+    relative speed, and the artifact format it runs (``"onnx"`` or ``"tflite"``)."""
 
     name: str
     memory_mb: float
     speed: float = 1.0
+    target: str = "onnx"
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -39,6 +41,8 @@ class Device:
             raise InputError(f"device {self.name}: memory_mb must be positive, got {self.memory_mb}")
         if not self.speed > 0:
             raise InputError(f"device {self.name}: speed must be positive, got {self.speed}")
+        if self.target not in ("onnx", "tflite"):
+            raise InputError(f"device {self.name}: target must be onnx or tflite, got {self.target!r}")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,85 @@
+"""ED-ViT commands of the ``edgevit`` CLI: ``train`` (a ViT on labelled data) and ``split``."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .cli import _console, _emit, _Progress, app
+
+
+def _data_help() -> str:
+    return "digits (built in), a folder with one sub-folder per class, or an .npz (x_train, y_train, ...)."
+
+
+@app.command("train")
+def train_command(
+    model: str = typer.Option(..., "--model", "-m", help="Registered ViT name, e.g. deit_tiny."),
+    data: str = typer.Option(..., "--data", help=_data_help()),
+    output: Path = typer.Option(..., "--output", "-o", help="Checkpoint to write (e.g. deit_tiny_digits.pt)."),
+    image_size: int = typer.Option(32, "--image-size", help="Input height and width."),
+    patch_size: int = typer.Option(8, "--patch-size", help="ViT patch size (divides the image size)."),
+    epochs: int = typer.Option(30, "--epochs", help="Training epochs."),
+    lr: float = typer.Option(3e-4, "--lr", help="Peak learning rate (AdamW, cosine schedule)."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Batch size."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the data split, initialisation and order."),
+) -> None:
+    """Train a ViT on labelled images on the CPU (the model that 'edgevit split' splits)."""
+    from edgevit.api import create_model
+    from edgevit.edvit.data import load_dataset
+    from edgevit.edvit.prune import check_supported
+    from edgevit.edvit.train import accuracy, fit, predict, save_checkpoint
+    from edgevit.errors import InputError
+    from edgevit.models.registry import get_spec
+
+    if epochs < 1 or batch_size < 1 or lr <= 0:
+        raise InputError("epochs and batch size must be >= 1 and the learning rate positive")
+    with _Progress(lines=True) as progress:
+        dataset = load_dataset(data, image_size, seed=seed)
+        config = dict(img_size=image_size, patch_size=patch_size)
+        if "prepbn_step" in get_spec(model).config:  # PRepBN reaches RepBN-only at the last step
+            config["prepbn_step"] = epochs * math.ceil(len(dataset.y_train) / batch_size)
+        vit = check_supported(create_model(model, num_classes=dataset.num_classes, **config))
+        fit(vit, dataset.x_train, dataset.y_train, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+            progress=progress, label=f"{model}")
+        test_accuracy = accuracy(predict(vit, dataset.x_test), dataset.y_test)
+        save_checkpoint(vit, output, dataset.classes, dataset.mean, dataset.std)
+    result = {"model": model, "output": str(output), "test_accuracy": test_accuracy, "epochs": epochs,
+              "train": len(dataset.y_train), "test": len(dataset.y_test), "classes": dataset.classes}
+    _emit(result, lambda: _console().print(
+        f"{model}: test accuracy {test_accuracy:.4f} on {len(dataset.y_test)} images; wrote {output}"))
+
+
+@app.command("split")
+def split_command(
+    model: str = typer.Option(..., "--model", "-m", help="Registered ViT name, e.g. deit_tiny."),
+    weights: Path = typer.Option(..., "--weights", "-w", help="Trained checkpoint ('edgevit train' writes one)."),
+    data: str = typer.Option(..., "--data", help=_data_help()),
+    num_submodels: int = typer.Option(..., "--num-submodels", "-k", help="Number of sub-models K."),
+    devices: Optional[Path] = typer.Option(None, "--devices", help="devices.yaml (default: one local device)."),
+    output: Path = typer.Option(Path("edvit_plan"), "--output", "-o", help="Plan directory to write."),
+    budget: Optional[str] = typer.Option(None, "--budget",
+                                         help="Per sub-model: a fraction (0.05), parameters (250000) or "
+                                              "memory (1MB). Default: 1/K of the full model."),
+    partition: str = typer.Option("balanced", "--partition", help="balanced, confusion or embedding."),
+    finetune_epochs: int = typer.Option(20, "--finetune-epochs", help="Fine-tuning epochs per sub-model."),
+    fusion_epochs: int = typer.Option(40, "--fusion-epochs", help="Fusion head epochs."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing plan directory."),
+    seed: int = typer.Option(0, "--seed", help="Seed (data split, fine-tuning)."),
+) -> None:
+    """ED-ViT: split a trained ViT into class-wise pruned sub-models placed on devices."""
+    from edgevit.api import split
+
+    with _Progress(lines=True) as progress:
+        plan = split(model, data, num_submodels, devices=devices, budget=budget, output=output, weights=weights,
+                     partition=partition, finetune_epochs=finetune_epochs, fusion_epochs=fusion_epochs,
+                     overwrite=overwrite, seed=seed, progress=progress)
+    report_path = plan.directory / "report.json"
+    import json
+
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    _emit({"plan": str(plan.directory), "report": report},
+          lambda: _console().print((plan.directory / "report.md").read_text(encoding="utf-8")))

@@ -1,0 +1,200 @@
+"""ED-ViT end to end: partition, prune, fine-tune, fuse, place, export, verify, report.
+
+:func:`split` turns a trained ViT and labelled data into a plan directory (see
+:mod:`.plan`). Nothing is written to ``output`` until every artifact has been exported
+and verified and the plan validates: the work happens in a scratch directory beside it
+that is renamed into place at the end.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .._version import __version__
+from ..errors import InputError, OutputPathError, ParityError
+from ..paths import ensure_writable_dir, publish, staged_path
+from .assign import Device, SubModelCost, assign
+from .compose import FusedModel, feature_dim, finetune_submodel, train_fusion
+from .cost import BYTES_PER_PARAM, gflops, parse_budget
+from .data import Dataset, load_dataset
+from .devices import local_device
+from .partition import confusion_affinity, embedding_affinity, group_sizes, partition_classes
+from .plan import PLAN_VERSION, SplitPlan, SubModelEntry, artifact_record, load_plan
+from .prune import backbone_parameters, check_supported, measure_importance, parameter_count, prune_to_budget
+from .report import build_report, write_report
+from .train import accuracy, predict
+
+Progress = Callable[[str], None]
+
+
+def _resolve_model(model: Any, weights: str | Path | None):
+    """An nn.Module from a module, an edgevit checkpoint, or a name plus weights."""
+    if not isinstance(model, str):
+        if weights is not None:
+            raise InputError("weights can only be given with a model name")
+        return check_supported(model).eval()
+    if weights is None:
+        raise InputError(f"splitting needs a trained {model}: give its weights (edgevit train writes them)")
+    from .train import load_checkpoint
+
+    loaded, record = load_checkpoint(weights)
+    if loaded.edgevit_name != model:
+        raise InputError(f"{weights} holds a {loaded.edgevit_name}, not a {model}")
+    return check_supported(loaded)
+
+
+def _check_fit(vit, data: Dataset) -> None:
+    channels, height, _ = vit.input_size
+    if vit.num_classes != data.num_classes:
+        raise InputError(f"the model has {vit.num_classes} classes but the data has {data.num_classes}")
+    if data.x_train.shape[1:] != (channels, height, height):
+        raise InputError(f"the model takes {channels}x{height}x{height} images, the data is "
+                         f"{'x'.join(map(str, data.x_train.shape[1:]))}")
+
+
+def _export(module, path: Path, target: str, data: Dataset, input_shape=None, output_name="features"):
+    from ..pipeline import export_model
+
+    result = export_model(module, target, path, reparam=True, verify=True, input_shape=input_shape,
+                          output_name=output_name, mean=data.mean, std=data.std)[0]
+    if not result.written:
+        raise ParityError(f"{path.name}: the {target} artifact does not match PyTorch "
+                          f"(max abs err {result.parity.max_abs_err:.3g}); nothing was written", report=result)
+    return result
+
+
+def _artifact_predict(paths: Sequence[Path], fusion_path: Path, x: np.ndarray) -> np.ndarray:
+    """The fused prediction computed by the exported artifacts (the deployed path)."""
+    from edgevit.runtimes.loader import load
+
+    runtimes = [load(p) for p in paths]
+    fusion = load(fusion_path)
+    out = []
+    for sample in x:
+        features = np.concatenate([rt.run(sample[None]) for rt in runtimes], axis=1)
+        out.append(fusion.run(features.astype(np.float32)))
+    return np.concatenate(out)
+
+
+def split(model: Any, data: str | Path | Dataset, num_submodels: int, devices: Sequence[Device] | None = None,
+          budget: float | int | str | None = None, output: str | Path = "edvit_plan", *,
+          weights: str | Path | None = None, partition: str = "balanced", finetune_epochs: int = 20,
+          fusion_epochs: int = 40, overwrite: bool = False, latency_runs: int = 30, seed: int = 0,
+          progress: Progress | None = None) -> SplitPlan:
+    """Split a trained ViT into ``num_submodels`` class-wise sub-models; returns the plan.
+
+    ``model``: a trained ViT module, or a registered name with ``weights`` (an edgevit
+    training checkpoint). ``data``: "digits", a class-folder directory, an .npz, or a
+    :class:`Dataset`. ``devices``: where the sub-models may go (default: one local
+    device). ``budget``: the most parameters a sub-model keeps (see
+    :func:`~edgevit.edvit.cost.parse_budget`; default 1/K of the full model).
+    """
+    say = progress or (lambda message: None)
+    started = time.perf_counter()
+    vit = _resolve_model(model, weights)
+    devices = list(devices) if devices else [local_device()]
+    final = Path(output)
+    if final.exists() and not final.is_dir():
+        raise OutputPathError(f"output {final} exists and is not a directory")
+    if final.is_dir() and any(final.iterdir()) and not overwrite:
+        raise OutputPathError(f"output directory {final} is not empty; choose another or pass overwrite "
+                              f"(--overwrite)")
+    ensure_writable_dir(final.parent if str(final.parent) else Path("."))
+    if isinstance(data, Dataset):
+        dataset = data
+    else:  # quick, and silent: bad data must fail in one line before any progress output
+        dataset = load_dataset(data, vit.input_size[1], seed=seed)
+    _check_fit(vit, dataset)
+    k = int(num_submodels)
+    full_params = parameter_count(vit)
+    max_params, budget_text = parse_budget(budget, backbone_parameters(vit), k)
+    estimate = [SubModelCost(f"sub{i}", max_params * BYTES_PER_PARAM / 1e6, 1.0) for i in range(k)]
+    group_sizes(dataset.num_classes, k)  # validates K before any long work
+    assign(estimate, devices)  # fails now, not after training, if budget-sized sub-models cannot fit
+
+    train_logits = predict(vit, dataset.x_train)
+    full_accuracy = accuracy(predict(vit, dataset.x_test), dataset.y_test)
+    say(f"full model: {full_params:,} parameters, test accuracy {full_accuracy:.4f}")
+    if partition == "confusion":
+        affinity = confusion_affinity(train_logits, dataset.y_train, dataset.num_classes)
+    elif partition == "embedding":
+        affinity = embedding_affinity(vit.head.weight.detach().numpy())
+    else:
+        affinity = None
+    groups = partition_classes(dataset.num_classes, k, partition, affinity)
+
+    submodels = []
+    for i, group in enumerate(groups):
+        names = ", ".join(dataset.classes[c] for c in group)
+        say(f"sub{i}: classes {names}: measuring importance on {int(np.isin(dataset.y_train, group).sum())} samples")
+        members = np.isin(dataset.y_train, group)
+        importance = measure_importance(vit, dataset.x_train[members], dataset.y_train[members])
+        pruned, fraction = prune_to_budget(vit, importance, max_params)
+        say(f"sub{i}: pruned to {backbone_parameters(pruned):,} parameters (keeping {fraction:.1%} of each layer)")
+        submodels.append(finetune_submodel(pruned, group, dataset.x_train, dataset.y_train, epochs=finetune_epochs,
+                                           seed=seed + i, progress=say, label=f"sub{i} fine-tuning"))
+    fusion = train_fusion(submodels, dataset.x_train, dataset.y_train, dataset.num_classes,
+                          epochs=fusion_epochs, seed=seed, progress=say)
+    fused_accuracy = accuracy(predict(FusedModel(submodels, fusion), dataset.x_test), dataset.y_test)
+    say(f"fused split: test accuracy {fused_accuracy:.4f} (full model {full_accuracy:.4f})")
+
+    input_shape = (1, *vit.input_size)
+    with staged_path(final) as staging:
+        staging.mkdir()
+        say("exporting and verifying the full model (the baseline)")
+        full_result = _export(vit, staging / "full.onnx", "onnx", dataset, output_name="logits")
+        entries, costs, paths = [], [], []
+        for i, (sub, group) in enumerate(zip(submodels, groups)):
+            name = f"sub{i}"
+            say(f"{name}: exporting to onnx and verifying")
+            paths.append(staging / f"{name}.onnx")
+            _export(sub, paths[-1], "onnx", dataset)
+            work = gflops(sub, input_shape)
+            entries.append(SubModelEntry(name, list(group), feature_dim(sub), parameter_count(sub), round(work, 6),
+                                         {"onnx": artifact_record(staging, paths[-1])}))
+            costs.append(SubModelCost(name, paths[-1].stat().st_size / 1e6, work))
+        fusion_path = staging / "fusion.onnx"
+        width = sum(e.feature_dim for e in entries)
+        say("fusion head: exporting to onnx and verifying")
+        _export(fusion, fusion_path, "onnx", dataset, input_shape=(1, width), output_name="logits")
+        placement = assign(costs, devices)
+        by_name = {d.name: d for d in devices}
+        for entry, sub in zip(entries, submodels):
+            if by_name[placement.assignment[entry.name]].target == "tflite":
+                say(f"{entry.name}: exporting to tflite for {placement.assignment[entry.name]} and verifying")
+                path = staging / f"{entry.name}.tflite"
+                _export(sub, path, "tflite", dataset)
+                entry.artifacts["tflite"] = artifact_record(staging, path)
+        say("checking the fused prediction of the exported artifacts on the test set")
+        deployed_accuracy = accuracy(_artifact_predict(paths, fusion_path, dataset.x_test), dataset.y_test)
+        plan = SplitPlan(
+            directory=final,
+            model={"name": getattr(vit, "edgevit_name", type(vit).__name__), "config": getattr(vit, "edgevit_config", {}),
+                   "params": full_params, "artifacts": {"onnx": asdict(artifact_record(staging, staging / "full.onnx"))},
+                   "edgevit_version": __version__},
+            input={"name": "input", "shape": list(input_shape), "dtype": "float32", "layout": "NCHW",
+                   "mean": list(dataset.mean), "std": list(dataset.std)},
+            classes=list(dataset.classes), submodels=entries,
+            fusion={"input_dim": width, "feature_order": [e.name for e in entries], "num_classes": dataset.num_classes,
+                    "artifacts": {"onnx": asdict(artifact_record(staging, fusion_path))}},
+            devices=devices, assignment=placement.assignment,
+            placement={"loads": placement.loads, "memory_used_mb": placement.memory_used_mb,
+                       "makespan": placement.makespan, "optimal": placement.optimal, "work_unit": "GFLOPs"},
+            budget={"max_params": max_params, "given_as": budget_text}, version=PLAN_VERSION,
+        )
+        plan.write(staging)
+        load_plan(staging)  # what we publish must read back
+        say("measuring per-sub-model latency (ONNX Runtime, 1 thread)")
+        report = build_report(plan, staging, dataset, full_accuracy=full_accuracy, fused_accuracy=fused_accuracy,
+                              deployed_accuracy=deployed_accuracy, partition=partition,
+                              full_size_bytes=full_result.size_bytes, runs=latency_runs,
+                              seconds=time.perf_counter() - started)
+        write_report(report, staging)
+        publish(staging, final)
+    say(f"plan written to {final}")
+    return load_plan(final)

@@ -1,0 +1,120 @@
+"""CPU training loops shared by the full model, the sub-models and the fusion head.
+
+AdamW with a linear warm-up and cosine decay, label smoothing and optional class weights.
+Seeded: the same data and seed give the same model. Progress is reported once per epoch.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Progress = Callable[[str], None]
+
+
+def fit(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, lr: float = 1e-3,
+        batch_size: int = 32, weight_decay: float = 0.05, class_weights: np.ndarray | None = None,
+        label_smoothing: float = 0.1, seed: int = 0,
+        progress: Progress | None = None, label: str = "training") -> nn.Module:
+    """Train ``model`` on (x, y) in place and return it in eval mode."""
+    if epochs < 0:
+        raise ValueError(f"epochs must be >= 0, got {epochs}")
+    inputs, targets = torch.from_numpy(x), torch.from_numpy(y)
+    weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
+    steps_per_epoch = math.ceil(len(inputs) / batch_size)
+    total = max(1, epochs * steps_per_epoch)
+    warmup = min(steps_per_epoch, total // 10 + 1)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: (step + 1) / warmup if step < warmup
+        else 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup))))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # dropout and any other randomness inside the model
+        for epoch in range(epochs):
+            model.train()
+            order = torch.randperm(len(inputs), generator=generator)
+            seen, loss_sum, correct = 0, 0.0, 0
+            for start in range(0, len(order), batch_size):
+                index = order[start:start + batch_size]
+                batch, target = inputs[index], targets[index]
+                logits = model(batch)
+                loss = F.cross_entropy(logits, target, weight=weights, label_smoothing=label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                seen += len(index)
+                loss_sum += loss.item() * len(index)
+                correct += int((logits.argmax(1) == target).sum())
+            if progress:
+                progress(f"{label}: epoch {epoch + 1}/{epochs}  loss {loss_sum / seen:.3f}  "
+                         f"train accuracy {correct / seen:.3f}")
+    return model.eval()
+
+
+def predict(model: nn.Module, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """``model(x)`` in eval mode and inference mode, in batches, as numpy."""
+    model.eval()
+    with torch.inference_mode():
+        outputs = [model(torch.from_numpy(x[i:i + batch_size])).numpy() for i in range(0, len(x), batch_size)]
+    return np.concatenate(outputs)
+
+
+def accuracy(logits: np.ndarray, y: np.ndarray) -> float:
+    """Top-1 accuracy."""
+    return float((logits.argmax(1) == y).mean())
+
+
+CHECKPOINT_FORMAT = "edgevit.trained/1"
+
+
+def save_checkpoint(model: nn.Module, path, classes: list[str], mean, std) -> None:
+    """Save a trained registered model with what rebuilds it: name, config, classes, normalization."""
+    from ..paths import ensure_writable_dir, publish, staged_path
+    from pathlib import Path
+
+    final = Path(path)
+    ensure_writable_dir(final.parent if str(final.parent) else Path("."))
+    payload = {
+        "format": CHECKPOINT_FORMAT, "model": model.edgevit_name,
+        "config": {**getattr(model, "edgevit_config", {}), "num_classes": len(classes)},
+        "classes": list(classes), "mean": [float(v) for v in mean], "std": [float(v) for v in std],
+        "state_dict": model.state_dict(),
+    }
+    with staged_path(final) as staged:
+        torch.save(payload, staged)
+        publish(staged, final)
+
+
+def load_checkpoint(path) -> tuple[nn.Module, dict]:
+    """A model saved by :func:`save_checkpoint`, and its record (classes, mean, std, ...)."""
+    from pathlib import Path
+
+    from ..api import create_model
+    from ..errors import ArtifactError, first_line
+
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"weights file not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ArtifactError(f"cannot read weights file {path}: {first_line(exc)}") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ArtifactError(f"{path} is not an edgevit training checkpoint (edgevit train writes those); split "
+                            f"other checkpoints from Python: edgevit.split(edgevit.create_model(name, weights=...), ...)")
+    config = dict(payload["config"])
+    num_classes = config.pop("num_classes")
+    model = create_model(payload["model"], num_classes=num_classes, **config)
+    try:
+        model.load_state_dict(payload["state_dict"], strict=True)
+    except RuntimeError as exc:
+        raise ArtifactError(f"{path} does not fit {payload['model']}: {first_line(exc)}") from None
+    return model.eval(), payload
