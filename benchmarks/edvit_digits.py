@@ -4,8 +4,9 @@ One run, on the CPU, offline:
 
 1. train ``deit_tiny`` (32x32 inputs, 8x8 patches, 10 classes; 5.4M parameters) on the
    digits training split (1347 images) and measure its test accuracy (450 images);
-2. for every K, ``edgevit.split`` with a per-sub-model budget of 1/(2K) of the full
-   model's backbone, balanced class groups, fine-tuning and fusion as in the SDK;
+2. for every K, ``edgevit.split`` with a per-sub-model budget (a fraction of the full
+   model's backbone parameters; default 1/K for K = 2 and 5, and 1/20 for K = 10, the
+   size target), balanced class groups, fine-tuning and fusion as in the SDK;
 3. report, per K: fused test accuracy against the full model (PyTorch and through the
    exported ONNX artifacts), every sub-model's parameters and ONNX size against the full
    model's, the total, and per-sub-model ONNX Runtime latency (1 thread, batch 1) timed
@@ -14,7 +15,7 @@ One run, on the CPU, offline:
 Targets: fused accuracy within 1 point of the full model; at K = 10 each sub-model at
 least 20x smaller than the full model.
 
-    python benchmarks/edvit_digits.py [--epochs 40] [--ks 2,5,10] [--out edvit_bench] [--json out.json]
+    python benchmarks/edvit_digits.py [--epochs 40] [--budgets 2:0.5,5:0.2,10:0.05] [--out edvit_bench] [--json out.json]
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--finetune-epochs", type=int, default=20)
     parser.add_argument("--fusion-epochs", type=int, default=40)
-    parser.add_argument("--ks", default="2,5,10")
+    parser.add_argument("--budgets", default="2:0.5,5:0.2,10:0.05", help="K:budget fraction, comma separated")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--out", type=Path, default=Path("edvit_bench"))
@@ -85,8 +86,9 @@ def main() -> None:
     full_accuracy = accuracy(predict(vit, data.x_test), data.y_test)
     say(f"full model test accuracy {full_accuracy:.4f}")
     results = []
-    for k in (int(v) for v in args.ks.split(",")):
-        plan = edgevit.split(vit, data, k, budget=1 / (2 * k), output=args.out / f"k{k}", overwrite=True,
+    for item in args.budgets.split(","):
+        k, budget = int(item.split(":")[0]), float(item.split(":")[1])
+        plan = edgevit.split(vit, data, k, budget=budget, output=args.out / f"k{k}", overwrite=True,
                              finetune_epochs=args.finetune_epochs, fusion_epochs=args.fusion_epochs, progress=say)
         report = json.loads((plan.directory / "report.json").read_text())
         report["latency"] = latency_ratios(plan.directory, report, args.rounds, args.runs)
@@ -94,15 +96,15 @@ def main() -> None:
 
     print(f"full deit_tiny: {results[0]['full_model']['params']:,} parameters, "
           f"{results[0]['full_model']['size_bytes'] / 1e6:.2f} MB ONNX, test accuracy {full_accuracy:.4f}\n")
-    print("| K | fused accuracy (PyTorch / ONNX) | vs full (points) | sub-model params (min-max) | "
+    print("| K | budget | fused accuracy (PyTorch / ONNX) | vs full (points) | sub-model params (min-max) | "
           "x smaller, params (min) | x smaller, ONNX size (min) | total params | total ONNX MB | "
           "sub-model latency, x faster than full (min-max) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         params = [row["params"] for row in r["submodels"]]
         size_red = min(row["size_reduction"] for row in r["submodels"])
         speed = list(r["latency"]["full_over_sub"].values())
-        print(f"| {r['num_submodels']} | {r['accuracy']['fused']:.4f} / {r['accuracy']['fused_deployed']:.4f} | "
+        print(f"| {r['num_submodels']} | {r['budget']['given_as']} | {r['accuracy']['fused']:.4f} / {r['accuracy']['fused_deployed']:.4f} | "
               f"{r['accuracy']['fused_minus_full_points']:+.2f} | {min(params):,}-{max(params):,} | "
               f"{r['total']['min_params_reduction']:.1f} | {size_red:.1f} | {r['total']['params']:,} | "
               f"{r['total']['size_bytes'] / 1e6:.2f} | {min(speed):.2f}-{max(speed):.2f} |")

@@ -66,13 +66,26 @@ def convert(request: ExportRequest, dest: Path) -> None:
 
 
 def clean_graph(model):
-    """Fold constants and drop dead nodes/initializers (onnxscript's optimizer), then check."""
+    """Fold constants and drop dead nodes/initializers (onnxscript's optimizer), strip the
+    exporter's per-node debug records, then check."""
     import onnx
     import onnxscript.optimizer
 
     model = onnxscript.optimizer.optimize(model)
+    _strip_node_debug_info(model.graph)
     onnx.checker.check_model(model)
     return model
+
+
+def _strip_node_debug_info(graph) -> None:
+    """Drop per-node stack traces, FX names and scopes (torch.onnx's ``metadata_props``):
+    about 1.3 KB a node, 40% of a 1 MB model, with no effect on what it computes."""
+    for node in graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+        for attribute in node.attribute:
+            for subgraph in [attribute.g, *attribute.graphs]:
+                _strip_node_debug_info(subgraph)
 
 
 def write_metadata(path: Path, metadata: ArtifactMetadata) -> None:

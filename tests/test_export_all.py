@@ -159,3 +159,12 @@ def test_every_model_core_ml_fp16_matches_pytorch_through_the_interpreter(name, 
     assert report.atol == 5e-2 and report.top1_agreement == 1.0
     if sys.platform != "darwin":
         assert "reference interpreter" in report.backend
+
+
+def test_onnx_nodes_carry_no_exporter_debug_records(artifacts):
+    """torch.onnx records stack traces on every node; shipped artifacts do not carry them."""
+    import onnx
+
+    model = onnx.load(str(artifacts["onnx"]))
+    assert model.graph.node and not any(node.metadata_props for node in model.graph.node)
+    assert any(p.key == "edgevit" for p in model.metadata_props)  # the artifact's own metadata stays

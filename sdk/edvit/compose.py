@@ -52,15 +52,27 @@ def balanced_weights(labels: np.ndarray, groups: int) -> np.ndarray:
     return (weights * len(labels) / (weights * counts).sum()).astype(np.float32)
 
 
+def group_distribution(teacher_logits: np.ndarray, group: Sequence[int], temperature: float) -> np.ndarray:
+    """The teacher's softened class probabilities folded onto (group classes, other)."""
+    scaled = teacher_logits / temperature
+    probs = np.exp(scaled - scaled.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    inside = probs[:, list(group)]
+    return np.concatenate([inside, 1.0 - inside.sum(axis=1, keepdims=True)], axis=1)
+
+
 def finetune_submodel(pruned: VisionTransformer, group: Sequence[int], x: np.ndarray, y: np.ndarray, *,
-                      epochs: int, lr: float = 5e-4, seed: int = 0, progress: Progress | None = None,
+                      epochs: int, teacher_logits: np.ndarray | None = None, temperature: float = 2.0,
+                      lr: float = 5e-4, seed: int = 0, progress: Progress | None = None,
                       label: str = "sub-model") -> VisionTransformer:
-    """Fine-tune ``pruned`` on (group classes + other); returns it as a feature extractor."""
+    """Fine-tune ``pruned`` on (group classes + other), distilling from the full model's
+    ``teacher_logits`` when given; returns it as a feature extractor."""
     finish_schedules(pruned)  # PRepBN: fine-tune the RepBN branch that is deployed
     pruned.head = group_head(pruned.head, group)
     local = group_labels(y, group)
+    soft = None if teacher_logits is None else group_distribution(teacher_logits, group, temperature)
     fit(pruned, x, local, epochs=epochs, lr=lr, class_weights=balanced_weights(local, len(group)),
-        seed=seed, progress=progress, label=label)
+        soft_targets=soft, temperature=temperature, seed=seed, progress=progress, label=label)
     return as_feature_extractor(pruned)
 
 

@@ -23,7 +23,7 @@ from .compose import FusedModel, feature_dim, finetune_submodel, train_fusion
 from .cost import BYTES_PER_PARAM, gflops, parse_budget
 from .data import Dataset, load_dataset
 from .devices import local_device
-from .partition import confusion_affinity, embedding_affinity, group_sizes, partition_classes
+from .partition import METHODS, confusion_affinity, embedding_affinity, group_sizes, partition_classes
 from .plan import PLAN_VERSION, SplitPlan, SubModelEntry, artifact_record, load_plan
 from .prune import backbone_parameters, check_supported, measure_importance, parameter_count, prune_to_budget
 from .report import build_report, write_report
@@ -115,13 +115,17 @@ def split(model: Any, data: str | Path | Dataset, num_submodels: int, devices: S
     max_params, budget_text = parse_budget(budget, backbone_parameters(vit), k)
     estimate = [SubModelCost(f"sub{i}", max_params * BYTES_PER_PARAM / 1e6, 1.0) for i in range(k)]
     group_sizes(dataset.num_classes, k)  # validates K before any long work
+    if partition not in METHODS:
+        raise InputError(f"unknown partition {partition!r}: choose {', '.join(METHODS)}")
+    if finetune_epochs < 1 or fusion_epochs < 1:
+        raise InputError("fine-tuning and fusion need at least one epoch each")
     assign(estimate, devices)  # fails now, not after training, if budget-sized sub-models cannot fit
 
-    train_logits = predict(vit, dataset.x_train)
     full_accuracy = accuracy(predict(vit, dataset.x_test), dataset.y_test)
     say(f"full model: {full_params:,} parameters, test accuracy {full_accuracy:.4f}")
+    teacher = predict(vit, dataset.x_train)  # the full model distils into every sub-model
     if partition == "confusion":
-        affinity = confusion_affinity(train_logits, dataset.y_train, dataset.num_classes)
+        affinity = confusion_affinity(teacher, dataset.y_train, dataset.num_classes)
     elif partition == "embedding":
         affinity = embedding_affinity(vit.head.weight.detach().numpy())
     else:
@@ -137,7 +141,8 @@ def split(model: Any, data: str | Path | Dataset, num_submodels: int, devices: S
         pruned, fraction = prune_to_budget(vit, importance, max_params)
         say(f"sub{i}: pruned to {backbone_parameters(pruned):,} parameters (keeping {fraction:.1%} of each layer)")
         submodels.append(finetune_submodel(pruned, group, dataset.x_train, dataset.y_train, epochs=finetune_epochs,
-                                           seed=seed + i, progress=say, label=f"sub{i} fine-tuning"))
+                                           teacher_logits=teacher, seed=seed + i, progress=say,
+                                           label=f"sub{i} fine-tuning"))
     fusion = train_fusion(submodels, dataset.x_train, dataset.y_train, dataset.num_classes,
                           epochs=fusion_epochs, seed=seed, progress=say)
     fused_accuracy = accuracy(predict(FusedModel(submodels, fusion), dataset.x_test), dataset.y_test)

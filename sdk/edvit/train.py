@@ -19,12 +19,19 @@ Progress = Callable[[str], None]
 
 def fit(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, lr: float = 1e-3,
         batch_size: int = 32, weight_decay: float = 0.05, class_weights: np.ndarray | None = None,
-        label_smoothing: float = 0.1, seed: int = 0,
-        progress: Progress | None = None, label: str = "training") -> nn.Module:
-    """Train ``model`` on (x, y) in place and return it in eval mode."""
+        label_smoothing: float = 0.1, soft_targets: np.ndarray | None = None, distill_weight: float = 0.5,
+        temperature: float = 2.0, seed: int = 0, progress: Progress | None = None,
+        label: str = "training") -> nn.Module:
+    """Train ``model`` on (x, y) in place and return it in eval mode.
+
+    With ``soft_targets`` (a teacher's probabilities at ``temperature``, one row per
+    sample) the loss is knowledge distillation: ``(1 - w) * CE(hard) + w * T^2 *
+    CE(teacher, student at T)`` with ``w = distill_weight``.
+    """
     if epochs < 0:
         raise ValueError(f"epochs must be >= 0, got {epochs}")
     inputs, targets = torch.from_numpy(x), torch.from_numpy(y)
+    soft = None if soft_targets is None else torch.from_numpy(np.asarray(soft_targets, dtype=np.float32))
     weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
     steps_per_epoch = math.ceil(len(inputs) / batch_size)
     total = max(1, epochs * steps_per_epoch)
@@ -46,6 +53,10 @@ def fit(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, lr: floa
                 batch, target = inputs[index], targets[index]
                 logits = model(batch)
                 loss = F.cross_entropy(logits, target, weight=weights, label_smoothing=label_smoothing)
+                if soft is not None:
+                    student = F.log_softmax(logits / temperature, dim=1)
+                    distill = -(soft[index] * student).sum(1).mean() * temperature ** 2
+                    loss = (1 - distill_weight) * loss + distill_weight * distill
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
