@@ -29,7 +29,8 @@ from pathlib import Path
 
 import edgevit
 from edgevit.edvit.data import load_dataset
-from edgevit.edvit.train import accuracy, fit, load_checkpoint, predict, save_checkpoint
+from edgevit.edvit.checkpoint import load_checkpoint, save_checkpoint
+from edgevit.edvit.train import accuracy, fit, predict
 
 from _timing import interleaved, ort_runner, ort_session  # noqa: E402,I001
 

@@ -31,7 +31,8 @@ def train_command(
     from edgevit.api import create_model
     from edgevit.edvit.data import load_dataset
     from edgevit.edvit.prune import check_supported
-    from edgevit.edvit.train import accuracy, fit, predict, save_checkpoint
+    from edgevit.edvit.checkpoint import save_checkpoint
+    from edgevit.edvit.train import accuracy, fit, predict
     from edgevit.errors import InputError
     from edgevit.models.registry import get_spec
 

@@ -18,7 +18,8 @@ from edgevit.edvit.partition import confusion_affinity, partition_classes
 from edgevit.edvit.prune import (
     KeepPlan, backbone_parameters, keep_fraction, measure_importance, prune, prune_to_budget,
 )
-from edgevit.edvit.train import accuracy, fit, predict, save_checkpoint
+from edgevit.edvit.checkpoint import save_checkpoint
+from edgevit.edvit.train import accuracy, fit, predict
 from edgevit.errors import InputError, UnsupportedModelError
 
 from .conftest import assert_clean_failure, run_cli

@@ -40,7 +40,7 @@ def _resolve_model(model: Any, weights: str | Path | None):
         return check_supported(model).eval()
     if weights is None:
         raise InputError(f"splitting needs a trained {model}: give its weights (edgevit train writes them)")
-    from .train import load_checkpoint
+    from .checkpoint import load_checkpoint
 
     loaded, record = load_checkpoint(weights)
     if loaded.edgevit_name != model:
