@@ -352,3 +352,30 @@ def test_cli_split_bad_inputs_fail_in_one_line(tmp_path, trained):
     assert_clean_failure(run_cli(*common[:-1], "11", "--model", "deit_tiny", cwd=tmp_path),
                          contains="between 1 and the number of classes")
     assert not (tmp_path / "edvit_plan").exists()
+
+
+def test_plan_inputs_from_images_and_arrays(plan, tmp_path, trained):
+    """Images are resized and normalized like the training data; .npy arrays are checked."""
+    from PIL import Image
+
+    from edgevit.edvit.data import read_rgb
+    from edgevit.edvit.inputs import prepare_inputs
+
+    _, data = trained
+    image = tmp_path / "digit.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(image)
+    np.save(tmp_path / "one.npy", data.x_test[0])
+    np.save(tmp_path / "two.npy", data.x_test[:2])
+    batch = prepare_inputs(plan, [image, tmp_path / "one.npy", tmp_path / "two.npy"])
+    assert batch.shape == (4, 3, 16, 16) and batch.dtype == np.float32
+    expected = (read_rgb(image, 16, 16) - np.float32(data.mean[0])) / np.float32(data.std[0])
+    assert np.allclose(batch[0], expected, atol=1e-6)
+    assert np.array_equal(batch[1:], np.concatenate([data.x_test[:1], data.x_test[:2]]))
+    np.save(tmp_path / "f64.npy", data.x_test[0].astype(np.float64))
+    np.save(tmp_path / "shape.npy", data.x_test[0][:, :8])
+    np.save(tmp_path / "nan.npy", np.full((3, 16, 16), np.nan, dtype=np.float32))
+    (tmp_path / "notes.txt").write_text("x")
+    for bad, message in (("f64.npy", "expected float32"), ("shape.npy", "expected shape"),
+                         ("nan.npy", "NaN"), ("notes.txt", "inputs are images"), ("gone.png", "not found")):
+        with pytest.raises(InputError, match=message):
+            prepare_inputs(plan, [tmp_path / bad])

@@ -169,9 +169,19 @@ def _class_dirs(path: Path) -> list[str]:
     return classes
 
 
-def _read_images(path: Path, classes: Sequence[str], image_size: int) -> tuple[np.ndarray, np.ndarray]:
+def read_rgb(file: Path, height: int, width: int) -> np.ndarray:
+    """An image file as float32 RGB (3, height, width) in [0, 1], resized bilinearly."""
     from PIL import Image, UnidentifiedImageError
 
+    try:
+        with Image.open(file) as image:
+            rgb = image.convert("RGB").resize((width, height), Image.BILINEAR)
+    except (OSError, UnidentifiedImageError) as exc:
+        raise InputError(f"cannot read image {file}: {exc}") from None
+    return np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1) / 255.0
+
+
+def _read_images(path: Path, classes: Sequence[str], image_size: int) -> tuple[np.ndarray, np.ndarray]:
     images, labels = [], []
     for label, name in enumerate(classes):
         folder = path / name
@@ -179,12 +189,7 @@ def _read_images(path: Path, classes: Sequence[str], image_size: int) -> tuple[n
         if not files:
             raise InputError(f"class folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         for file in files:
-            try:
-                with Image.open(file) as image:
-                    rgb = image.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
-            except (OSError, UnidentifiedImageError) as exc:
-                raise InputError(f"cannot read image {file}: {exc}") from None
-            images.append(np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1) / 255.0)
+            images.append(read_rgb(file, image_size, image_size))
             labels.append(label)
     return np.stack(images), np.asarray(labels, dtype=np.int64)
 

@@ -1,0 +1,64 @@
+"""Inputs for a split plan: images or ``.npy`` arrays -> one float32 batch (N, C, H, W).
+
+Images are resized (bilinear) to the plan's input size and normalized with the plan's
+mean and std, exactly as the training data was (see :mod:`.data`). ``.npy`` files are
+taken as already preprocessed: (C, H, W) or (N, C, H, W), float32, finite. Torch-free:
+this runs on the devices.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import InputError
+from .data import IMAGE_SUFFIXES, read_rgb
+from .plan import SplitPlan
+
+
+def _image(path: Path, plan: SplitPlan) -> np.ndarray:
+    _, channels, height, width = plan.input["shape"]
+    if channels != 3:
+        raise InputError(f"the plan takes {channels}-channel inputs; give .npy arrays, not images")
+    mean = np.asarray(plan.input["mean"], dtype=np.float32)[:, None, None]
+    std = np.asarray(plan.input["std"], dtype=np.float32)[:, None, None]
+    return ((read_rgb(path, height, width) - mean) / std)[None]
+
+
+def _array(path: Path, plan: SplitPlan) -> np.ndarray:
+    expected = tuple(plan.input["shape"][1:])
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    if array.dtype != np.float32:
+        raise InputError(f"{path}: expected float32, got {array.dtype}")
+    if array.shape == expected:
+        array = array[None]
+    if array.ndim != 4 or array.shape[1:] != expected:
+        raise InputError(f"{path}: expected shape {expected} or (N, {', '.join(map(str, expected))}), "
+                         f"got {tuple(array.shape)}")
+    if not np.isfinite(array).all():
+        raise InputError(f"{path}: contains NaN or infinite values")
+    return array
+
+
+def prepare_inputs(plan: SplitPlan, items: Sequence[str | Path]) -> np.ndarray:
+    """One normalized batch (N, C, H, W) float32 from image files and ``.npy`` files."""
+    if not items:
+        raise InputError("no inputs given: pass image files or .npy arrays")
+    batches = []
+    for item in items:
+        path = Path(item)
+        if not path.is_file():
+            raise InputError(f"input not found: {path}")
+        suffix = path.suffix.lower()
+        if suffix == ".npy":
+            batches.append(_array(path, plan))
+        elif suffix in IMAGE_SUFFIXES:
+            batches.append(_image(path, plan))
+        else:
+            raise InputError(f"{path}: inputs are images ({', '.join(IMAGE_SUFFIXES)}) or .npy arrays")
+    return np.concatenate(batches).astype(np.float32, copy=False)
