@@ -21,7 +21,7 @@ from .errors import (
 )
 
 _API = ("list_models", "create_model", "reparameterize", "export", "load", "verify", "benchmark", "split",
-        "load_plan")
+        "load_plan", "run_plan")
 
 __all__ = [
     "__version__",
@@ -37,7 +37,9 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .api import benchmark, create_model, export, list_models, load, load_plan, reparameterize, split, verify
+    from .api import (
+        benchmark, create_model, export, list_models, load, load_plan, reparameterize, run_plan, split, verify,
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -379,3 +379,57 @@ def test_plan_inputs_from_images_and_arrays(plan, tmp_path, trained):
                          ("nan.npy", "NaN"), ("notes.txt", "inputs are images"), ("gone.png", "not found")):
         with pytest.raises(InputError, match=message):
             prepare_inputs(plan, [tmp_path / bad])
+
+
+def test_local_run_equals_the_artifacts_run_one_by_one(plan, trained):
+    from edgevit.edvit.runner import run_plan
+
+    _, data = trained
+    x = data.x_test[:5]
+    result = run_plan(plan.directory, x)
+    assert np.array_equal(edgevit.run_plan(plan.directory, x).logits, result.logits)
+    subs = [edgevit.load(plan.artifact_path(s.name)) for s in plan.submodels]
+    fusion = edgevit.load(plan.artifact_path("fusion"))
+    for i, row in enumerate(x):
+        features = np.concatenate([rt.run(row[None]) for rt in subs], axis=1)
+        assert np.allclose(result.logits[i], fusion.run(features)[0], atol=1e-5)
+    assert [p.index for p in result.predictions] == list(result.logits.argmax(1))
+    assert all(abs(sum(p.scores) - 1) < 1e-6 and p.label == plan.classes[p.index] for p in result.predictions)
+    with pytest.raises(InputError, match="inputs must be float32"):
+        run_plan(plan, x[:, :, :8])
+
+
+class _Slow:
+    """A runtime that answers after ``delay`` seconds, or raises."""
+
+    def __init__(self, inner, delay=0.0, fail=False):
+        self.inner, self.delay, self.fail = inner, delay, fail
+
+    def run(self, x):
+        import time
+
+        time.sleep(self.delay)
+        if self.fail:
+            raise RuntimeError("device lost")
+        return self.inner.run(x)
+
+
+def test_a_slow_or_failing_sub_model_fails_the_request_by_name(plan, trained):
+    import time
+
+    from edgevit.edvit.runner import DeadlineError, run_plan
+
+    _, data = trained
+
+    def loader(delay=0.0, fail=False):
+        def load(path, threads=None):
+            rt = edgevit.load(path, threads=threads)
+            return _Slow(rt, delay, fail) if Path(path).stem == "sub1" else rt
+        return load
+
+    started = time.perf_counter()
+    with pytest.raises(DeadlineError, match="sub-model sub1 within the 0.5 s deadline"):
+        run_plan(plan, data.x_test[:2], deadline_s=0.5, load=loader(delay=3.0))
+    assert time.perf_counter() - started < 2.5  # the deadline, not the slow worker, decides
+    with pytest.raises(edgevit.EdgeVitError, match="sub-model sub1 failed: RuntimeError: device lost"):
+        run_plan(plan, data.x_test[:2], load=loader(fail=True))
