@@ -184,5 +184,5 @@ def run_plan(plan_dir: str | Path, inputs: Any, *, backend: str = "local", deadl
     from .edvit.runner import run_plan as _run_plan
 
     plan = _load_plan(plan_dir)
-    batch = inputs if isinstance(inputs, np.ndarray) else prepare_inputs(plan, list(inputs))
+    batch = inputs if isinstance(inputs, np.ndarray) else prepare_inputs(plan, list(inputs))[0]
     return _run_plan(plan, batch, backend=backend, deadline_s=deadline_s, **options)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -84,3 +84,40 @@ def split_command(
     report = json.loads(report_path.read_text(encoding="utf-8"))
     _emit({"plan": str(plan.directory), "report": report},
           lambda: _console().print((plan.directory / "report.md").read_text(encoding="utf-8")))
+
+
+@app.command("run")
+def run_command(
+    inputs: List[Path] = typer.Argument(..., help="Images or .npy arrays ((C, H, W) or (N, C, H, W), float32)."),
+    plan: Path = typer.Option(..., "--plan", "-p", help="Plan directory written by 'edgevit split'."),
+    backend: str = typer.Option("local", "--backend", help="local (this process)."),
+    deadline: float = typer.Option(30.0, "--deadline", help="Seconds every sub-model has to answer."),
+    top: int = typer.Option(3, "--top", help="Classes shown per input."),
+) -> None:
+    """Run a split plan: every sub-model in parallel, then the fusion head; print predictions."""
+    from edgevit.edvit.inputs import prepare_inputs
+    from edgevit.edvit.plan import load_plan
+    from edgevit.edvit.runner import run_plan
+    from edgevit.errors import InputError
+
+    if top < 1:
+        raise InputError("--top must be at least 1")
+    split_plan = load_plan(plan)
+    batch, names = prepare_inputs(split_plan, inputs)
+    result = run_plan(split_plan, batch, backend=backend, deadline_s=deadline)
+
+    def human() -> None:
+        from rich.table import Table
+
+        table = Table(title=f"{plan}: fused predictions ({backend} backend)")
+        for col in ("input", "class", "score", f"top {top}"):
+            table.add_column(col)
+        for name, prediction in zip(names, result.predictions):
+            ranked = sorted(range(len(prediction.scores)), key=lambda i: -prediction.scores[i])[:top]
+            table.add_row(name, prediction.label, f"{prediction.score:.4f}",
+                          ", ".join(f"{result.classes[i]} {prediction.scores[i]:.3f}" for i in ranked))
+        console = _console()
+        console.print(table)
+        console.print("time: " + ", ".join(f"{k} {v:.1f} ms" for k, v in result.timings_ms.items()))
+
+    _emit({"inputs": names, **result.to_dict()}, human)

@@ -366,8 +366,9 @@ def test_plan_inputs_from_images_and_arrays(plan, tmp_path, trained):
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(image)
     np.save(tmp_path / "one.npy", data.x_test[0])
     np.save(tmp_path / "two.npy", data.x_test[:2])
-    batch = prepare_inputs(plan, [image, tmp_path / "one.npy", tmp_path / "two.npy"])
+    batch, names = prepare_inputs(plan, [image, tmp_path / "one.npy", tmp_path / "two.npy"])
     assert batch.shape == (4, 3, 16, 16) and batch.dtype == np.float32
+    assert names == [str(image), str(tmp_path / "one.npy"), f"{tmp_path / 'two.npy'}[0]", f"{tmp_path / 'two.npy'}[1]"]
     expected = (read_rgb(image, 16, 16) - np.float32(data.mean[0])) / np.float32(data.std[0])
     assert np.allclose(batch[0], expected, atol=1e-6)
     assert np.array_equal(batch[1:], np.concatenate([data.x_test[:1], data.x_test[:2]]))
@@ -433,3 +434,19 @@ def test_a_slow_or_failing_sub_model_fails_the_request_by_name(plan, trained):
     assert time.perf_counter() - started < 2.5  # the deadline, not the slow worker, decides
     with pytest.raises(edgevit.EdgeVitError, match="sub-model sub1 failed: RuntimeError: device lost"):
         run_plan(plan, data.x_test[:2], load=loader(fail=True))
+
+
+def test_cli_run_prints_predictions_and_fails_cleanly(plan, trained, tmp_path):
+    _, data = trained
+    np.save(tmp_path / "batch.npy", data.x_test[:3])
+    result = run_cli("--json", "run", "--plan", str(plan.directory), "batch.npy", cwd=tmp_path)
+    assert result.code == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["inputs"] == ["batch.npy[0]", "batch.npy[1]", "batch.npy[2]"] and len(out["predictions"]) == 3
+    expected = edgevit.run_plan(plan.directory, data.x_test[:3])
+    assert [p["index"] for p in out["predictions"]] == [p.index for p in expected.predictions]
+    np.save(tmp_path / "wrong.npy", data.x_test[:1, :, :4])
+    assert_clean_failure(run_cli("run", "--plan", str(plan.directory), "wrong.npy", cwd=tmp_path),
+                         contains="expected shape")
+    assert_clean_failure(run_cli("run", "--plan", str(tmp_path), "batch.npy", cwd=tmp_path),
+                         contains="plan.json not found")

@@ -45,11 +45,17 @@ def _array(path: Path, plan: SplitPlan) -> np.ndarray:
     return array
 
 
-def prepare_inputs(plan: SplitPlan, items: Sequence[str | Path]) -> np.ndarray:
-    """One normalized batch (N, C, H, W) float32 from image files and ``.npy`` files."""
+def _is_batch(path: Path) -> bool:
+    """An .npy file holding (N, C, H, W), whose rows are named ``file[i]``."""
+    return path.suffix.lower() == ".npy" and np.load(path, mmap_mode="r").ndim == 4
+
+
+def prepare_inputs(plan: SplitPlan, items: Sequence[str | Path]) -> tuple[np.ndarray, list[str]]:
+    """One normalized batch (N, C, H, W) float32 from image files and ``.npy`` files, and a
+    name per input (the file, with ``[i]`` for the rows of an .npy batch)."""
     if not items:
         raise InputError("no inputs given: pass image files or .npy arrays")
-    batches = []
+    batches, names = [], []
     for item in items:
         path = Path(item)
         if not path.is_file():
@@ -61,4 +67,5 @@ def prepare_inputs(plan: SplitPlan, items: Sequence[str | Path]) -> np.ndarray:
             batches.append(_image(path, plan))
         else:
             raise InputError(f"{path}: inputs are images ({', '.join(IMAGE_SUFFIXES)}) or .npy arrays")
-    return np.concatenate(batches).astype(np.float32, copy=False)
+        names += [f"{path}[{i}]" for i in range(len(batches[-1]))] if _is_batch(path) else [str(path)]
+    return np.concatenate(batches).astype(np.float32, copy=False), names

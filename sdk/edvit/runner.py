@@ -42,6 +42,7 @@ class RunResult:
 
     predictions: list[Prediction]
     logits: np.ndarray
+    classes: list[str]
     timings_ms: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -129,5 +130,5 @@ def run_plan(plan: SplitPlan | str | Path, inputs: np.ndarray, *, backend: str =
     scores = _softmax(logits.astype(np.float64))
     predictions = [Prediction(int(row.argmax()), plan.classes[int(row.argmax())], float(row.max()),
                               [float(v) for v in row]) for row in scores]
-    return RunResult(predictions, logits,
+    return RunResult(predictions, logits, list(plan.classes),
                      {"submodels": (computed - started) * 1000, "fuse": (fused - computed) * 1000})
