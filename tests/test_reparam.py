@@ -198,3 +198,15 @@ def test_layer_scale_folds_into_a_grouped_conv():
     folded = assert_fold_exact(module, torch.randn(2, 4, 5, 5))
     assert folded.gamma is None
     assert folded.edgevit_reparam_report.counts() == {"layer-scale -> previous Conv2d": 1}
+
+
+def test_a_kept_affine_along_another_axis_is_not_folded_into_its_neighbour():
+    """A ChannelAffine over the last axis of a conv output is not per conv channel: kept."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), ChannelAffine(torch.rand(4) + 0.5, torch.rand(4), channel_axis=-1)).eval()
+    x = torch.randn(2, 3, 4, 4)
+    before = model(x)
+    reparameterize(model)
+    assert torch.allclose(model(x), before, atol=1e-6)
+    assert isinstance(model[1], ChannelAffine)
+    assert any(e.action == "kept" and "axis -1" in e.detail for e in model.edgevit_reparam_report.entries)

@@ -22,10 +22,9 @@ import torch
 from torch import nn
 
 from .folds import FOLDABLE_LAYERS, ChannelAffine, fold_into_next, fold_into_previous
-from .report import FoldReport, at, collecting, current_report, record
+from .report import FoldReport, at, collecting, record
 
 log = logging.getLogger("edgevit.reparam")
-
 
 
 def reparameterize(model: Any) -> Any:
@@ -43,7 +42,7 @@ def reparameterize(model: Any) -> Any:
     report = FoldReport(model=getattr(model, "edgevit_name", type(model).__name__))
     with collecting(report), torch.no_grad():
         _walk(model, "")
-        _audit(model)
+        _audit(model, report)
     model.edgevit_reparam_report = report
     log.info("reparameterized %s: %s", report.model, report.summary())
     return model
@@ -70,10 +69,10 @@ def _fold_sequential(seq: nn.Sequential) -> None:
             fold_into_next(seq, first, layer_second)
 
 
-def _audit(model: nn.Module) -> None:
+def _audit(model: nn.Module, report: FoldReport) -> None:
     """Report every normalization the folds left in place (if not already reported)."""
     with at(""):
-        covered = [entry.where for entry in current_report().entries]
+        covered = [entry.where for entry in report.entries]
         for path, module in model.named_modules():
             if not path or any(path == c or path.startswith(c + ".") for c in covered):
                 continue

@@ -91,6 +91,11 @@ def _layer_kind(layer: nn.Module) -> str:
     raise TypeError(f"can only fold into Conv or Linear layers, not {type(layer).__name__}")
 
 
+def _channel_axis(layer: nn.Module) -> int:
+    """The axis of a layer's input and output that holds its channels."""
+    return -1 if _layer_kind(layer) == "linear" else 1
+
+
 def _ensure_bias(layer: nn.Module) -> torch.Tensor:
     """The layer's bias as float64, creating a zero bias parameter if it has none."""
     if layer.bias is None:
@@ -180,6 +185,10 @@ def _fold_child(parent: nn.Module, name: str, layer: nn.Module, side: str, apply
     if affine is None:
         return False
     kind, target = type(child).__name__, type(layer).__name__
+    if isinstance(child, ChannelAffine) and child.channel_axis != _channel_axis(layer):
+        record("kept", name, f"{kind} on axis {child.channel_axis} is not along the channels of the {side} "
+               f"{target} (axis {_channel_axis(layer)})")
+        return False
     try:
         apply(layer, *affine)
     except ValueError as exc:

@@ -76,11 +76,6 @@ def record(action: str, name: str, detail: str) -> None:
     report.entries.append(FoldEntry(action, where, detail))
 
 
-def current_report() -> FoldReport:
-    """The report :func:`record` writes to (an empty throwaway one outside :func:`collecting`)."""
-    return _REPORT.get() or FoldReport()
-
-
 @contextlib.contextmanager
 def collecting(report: FoldReport) -> Iterator[FoldReport]:
     """Make ``report`` the one that :func:`record` writes to."""
