@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgevit.errors import ArtifactError, EdgeVitError, MissingDependencyError, first_line
+from edgevit.errors import ArtifactError, EdgeVitError, MissingDependencyError, UnsupportedOperationError, first_line
 from edgevit.metadata import METADATA_KEY, ArtifactMetadata
 
 from .base import Runtime, TensorInfo
@@ -73,8 +73,6 @@ class CoreMLRuntime(Runtime):
         elif self.inputs and self.inputs[0].dtype == "image":
             self.cannot_run_reason = "image inputs are decoded by Core ML itself (macOS); export without --image-input"
         else:
-            from edgevit.errors import UnsupportedOperationError
-
             from .mil_reference import MilInterpreter
 
             try:

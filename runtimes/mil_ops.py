@@ -266,10 +266,21 @@ for _name, _fn in {
 
 # --- shapes and indexing -------------------------------------------------------------
 
-@register("reshape")
+@register("reshape", ("CoreML5", "CoreML6"))
 def reshape(x, shape):
+    """iOS15/16: a 0 copies the input dimension at the same position (from the left)."""
     shape = [int(s) for s in np.atleast_1d(shape)]
     shape = [x.shape[i] if s == 0 else s for i, s in enumerate(shape)]
+    return x.reshape(shape)
+
+
+@register("reshape", ("CoreML7", "CoreML8", "CoreML9"))
+def reshape_ios17(x, shape):
+    """iOS17+: a 0 copies the input dimension at the same position counted from the right,
+    or is 1 where the input has no such dimension."""
+    shape = [int(s) for s in np.atleast_1d(shape)]
+    offset = x.ndim - len(shape)
+    shape = [(x.shape[i + offset] if 0 <= i + offset else 1) if s == 0 else s for i, s in enumerate(shape)]
     return x.reshape(shape)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from edgevit.errors import ArtifactError
+from edgevit.errors import ArtifactError, UnsupportedOperationError
 
 # MIL DataType enum value -> numpy dtype (MIL.proto)
 _NUMPY_DTYPES = {
@@ -39,12 +39,16 @@ class Operation:
 
 
 def tensor_dtype(value_type) -> Any:
-    """numpy dtype of a ValueType (``str`` for strings)."""
+    """numpy dtype of a tensor ValueType (``str`` for strings). Valid types edgevit does not
+    read (lists, dictionaries, sub-byte or 8-bit float weights) are UnsupportedOperationError."""
+    kind = value_type.WhichOneof("type")
+    if kind != "tensorType":
+        raise UnsupportedOperationError(f"a {kind} value")
     tensor = value_type.tensorType
     if tensor.dataType == _STRING:
         return str
     if tensor.dataType not in _NUMPY_DTYPES:
-        raise ArtifactError(f"unsupported MIL data type {tensor.dataType}")
+        raise UnsupportedOperationError(f"a tensor of MIL data type {tensor.dataType}")
     return _NUMPY_DTYPES[tensor.dataType]
 
 
@@ -112,6 +116,21 @@ def decode_value(value, weights: WeightFile) -> Any:
     return array.reshape(shape) if shape else array.reshape(())
 
 
+def _operation(op, weights: WeightFile) -> Operation:
+    if len(op.blocks):
+        raise UnsupportedOperationError("nested blocks (control flow)")
+    name_attr = op.attributes.get("name")
+    name = decode_value(name_attr, weights) if name_attr is not None else (op.outputs[0].name if op.outputs else "")
+    attributes = {k: decode_value(v, weights) for k, v in op.attributes.items() if k != "name"}
+    inputs = {
+        key: [("ref", arg.name) if arg.name else ("const", decode_value(arg.value, weights))
+              for arg in binding.arguments]
+        for key, binding in op.inputs.items()
+    }
+    output_dtypes = [tensor_dtype(o.type) if o.type.WhichOneof("type") == "tensorType" else None for o in op.outputs]
+    return Operation(op.type, str(name), inputs, [o.name for o in op.outputs], output_dtypes, attributes)
+
+
 def read_program(spec, package: Path, weights: WeightFile | None = None
                  ) -> tuple[list[str], list[Operation], list[str], str]:
     """(input names, operations in order, output names, opset) of the ``main`` function."""
@@ -119,22 +138,16 @@ def read_program(spec, package: Path, weights: WeightFile | None = None
         raise ArtifactError(f"{package} is not an ML Program (it is a {spec.WhichOneof('Type')} model)")
     function = spec.mlProgram.functions.get("main")
     if function is None:
-        raise ArtifactError(f"{package} has no 'main' function")
+        raise UnsupportedOperationError(f"{package.name}: the program has no 'main' function, the only one "
+                                        f"edgevit's reference interpreter runs")
     block = function.block_specializations[function.opset]
     weights = weights or WeightFile(package)
     operations = []
-    for op in block.operations:
-        if len(op.blocks):
-            raise ArtifactError(f"{package}: op {op.type} has nested blocks (control flow is not supported)")
-        name_attr = op.attributes.get("name")
-        name = decode_value(name_attr, weights) if name_attr is not None else (op.outputs[0].name if op.outputs else "")
-        attributes = {k: decode_value(v, weights) for k, v in op.attributes.items() if k != "name"}
-        inputs = {
-            key: [("ref", arg.name) if arg.name else ("const", decode_value(arg.value, weights))
-                  for arg in binding.arguments]
-            for key, binding in op.inputs.items()
-        }
-        operations.append(Operation(op.type, str(name), inputs, [o.name for o in op.outputs],
-                                    [tensor_dtype(o.type) if o.type.WhichOneof("type") == "tensorType" else None
-                                     for o in op.outputs], attributes))
+    for index, op in enumerate(block.operations):
+        try:
+            operations.append(_operation(op, weights))
+        except UnsupportedOperationError as exc:
+            raise UnsupportedOperationError(
+                f"{package.name}: op #{index} '{op.type}' in function main has {exc}, which edgevit's reference "
+                f"interpreter does not read") from None
     return [i.name for i in function.inputs], operations, list(block.outputs), function.opset

@@ -122,6 +122,17 @@ def test_onnx_graph_is_clean_opset_18_with_metadata(artifacts):
     assert any(p.key == "edgevit" for p in model.metadata_props)
 
 
+def test_coreml_classifier_with_tensor_input_loads_and_is_checked_structurally(tmp_path):
+    """The classify op's list of labels is valid Core ML the interpreter does not read: the
+    package still loads and is verified structurally, naming the op."""
+    labels = [f"class {i}" for i in range(1000)]
+    result = edgevit.export("edgenext_xx_small", "coreml", tmp_path, image_size=SMALL, labels=labels, num_inputs=1)
+    assert result.written and result.parity.passed and not result.parity.numerically_verified
+    rt = edgevit.load(result.path)
+    if sys.platform != "darwin":
+        assert not rt.can_run and "'classify'" in rt.cannot_run_reason
+
+
 def test_coreml_image_input_classifier(tmp_path):
     labels = tmp_path / "labels.txt"
     labels.write_text("\n".join(f"class {i}" for i in range(1000)))

@@ -103,6 +103,10 @@ def test_linear_matmul_reductions_and_shapes():
                                squeeze_mask=np.array([True, False, False]))
     np.testing.assert_array_equal(got, z[1, ::2, -3:])
     np.testing.assert_array_equal(op("reshape")(z, np.array([0, -1])), z.reshape(3, 20))
+    # iOS17+: zeros count from the right, and a zero with no input dimension is 1
+    w = np.zeros((2, 50), np.float32)
+    assert lookup("reshape", "CoreML7")(w, np.array([1, 0, -1, 0])).shape == (1, 1, 2, 50)
+    assert lookup("reshape", "CoreML7")(z, np.array([0, -1])).shape == (4, 15)  # 0 matches dim 1 (from the right)
     np.testing.assert_array_equal(op("concat")([z, z], axis=-1), np.concatenate([z, z], -1))
     np.testing.assert_array_equal(op("gather")(z, np.array([2, 0]), axis=1), z[:, [2, 0]])
 
