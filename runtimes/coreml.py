@@ -55,8 +55,8 @@ class CoreMLRuntime(Runtime):
             self.spec = ct.utils.load_spec(str(path))
         except Exception as exc:  # DecodeError, RuntimeError (manifest), FileNotFoundError
             raise ArtifactError(f"cannot load Core ML package {path}: {first_line(exc)}") from None
-        self._weights = WeightFile(Path(path))  # read once: checked here, then used by the interpreter
-        self._check_weights()
+        weights = WeightFile(Path(path))  # read once: checked here, then used by the interpreter
+        self._check_weights(weights)
         description = self.spec.description
         self.inputs = [_feature_info(f) for f in description.input]
         self.outputs = [_feature_info(f) for f in description.output]
@@ -76,7 +76,7 @@ class CoreMLRuntime(Runtime):
             from .mil_reference import MilInterpreter
 
             try:
-                self._interpreter = MilInterpreter(self.spec, Path(path), self._weights)
+                self._interpreter = MilInterpreter(self.spec, Path(path), weights)
             except UnsupportedOperationError as exc:
                 self.cannot_run_reason = str(exc)
 
@@ -122,9 +122,9 @@ class CoreMLRuntime(Runtime):
     def op_census(self) -> dict[str, int]:
         return dict(Counter(op.type for op in self._operations()).most_common())
 
-    def _check_weights(self) -> None:
+    def _check_weights(self, weights: WeightFile) -> None:
         """Every weight blob the program references lies whole inside its weight file."""
         for op in self._operations():
             for value in op.attributes.values():
                 if value.WhichOneof("value") == "blobFileValue":
-                    self._weights.blob(value.blobFileValue.fileName, value.blobFileValue.offset)
+                    weights.blob(value.blobFileValue.fileName, value.blobFileValue.offset)

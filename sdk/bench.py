@@ -56,7 +56,7 @@ def measure(path: str, runtime: str, threads: int | None, runs: int, warmup: int
 
     rt = load(path, runtime=runtime, threads=threads)
     if not rt.can_run:
-        raise InputError(f"{path}: {rt.describe()} cannot run it here")
+        raise InputError(f"{path}: {rt.describe()} cannot run it here: {rt.cannot_run_reason or 'no runtime for it'}")
     spec = rt.inputs[0]
     shape = tuple(1 if d is None else d for d in spec.shape)
     x = np.random.default_rng(0).standard_normal(shape).astype(spec.dtype)
