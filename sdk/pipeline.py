@@ -98,16 +98,16 @@ def export_model(
     seed: int = 0,
     options: dict[str, Any] | None = None,
     progress: Progress | None = None,
-    input_shape: Sequence[int] | None = None,
     output_name: str = "logits",
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
 ) -> list[ExportResult]:
     """Export ``model`` (a registered name or an nn.Module) to one target or ``"all"``.
 
-    ``input_shape`` replaces the image input (1, C, H, W) for models that take something
-    else (e.g. ED-ViT's fusion head, which takes concatenated features). ``mean``/``std``
-    (the normalization recorded in the metadata) default to the model's registered ones.
+    A module with an ``input_size`` attribute is exported at exactly that size: (C, H, W)
+    for image models with learned position tables, or any other shape for models that do
+    not take images (e.g. ED-ViT's fusion head: ``(features,)``). ``mean``/``std`` (the
+    normalization recorded in the metadata) default to the model's registered ones.
 
     With ``reparam`` (the default) the model is folded by :func:`edgevit.reparameterize`
     first (on a copy) and the artifact is verified against the *unfolded* model.
@@ -126,14 +126,7 @@ def export_model(
     for tgt in targets:  # a missing converter is reported before any long work starts
         exporter_module(tgt).check_dependencies()
     spec, module, name = _resolve_model(model, weights, say)
-    native = tuple(getattr(module, "input_size", spec.input_size if spec else (3, 224, 224)))  # (C, H, W)
-    height, width = _image_hw(image_size, native[1:])
-    multiple = spec.size_multiple if spec else 1
-    if spec is not None and spec.fixed_size and (height, width) != native[1:]:
-        raise InputError(f"{name} has position tables learned for {native[1]}x{native[2]} "
-                         f"inputs; export it at that size, not {height}x{width}")
-    if not (spec is not None and spec.fixed_size) and (height % multiple or width % multiple or height <= 0 or width <= 0):
-        raise InputError(f"image size {height}x{width} does not fit {name}: use multiples of {multiple}")
+    shape = _input_shape(module, spec, name, image_size, image)
     finals = {t: output_path(output, name, t, precision) for t in targets}
     for final in finals.values():
         ensure_writable_dir(final.parent)
@@ -142,14 +135,13 @@ def export_model(
     std = tuple(std) if std is not None else (spec.std if spec else IMAGENET_STD)
 
     generator = torch.Generator().manual_seed(seed)
-    shape = tuple(input_shape) if input_shape is not None else (1, native[0], height, width)
     example = torch.randn(*shape, generator=generator)
     checks = parity_inputs(shape, num_inputs, seed)
     if image is not None:
         from .preprocess import load_image
 
         crop = spec.crop_pct if spec else 0.875
-        checks.append((f"image {Path(image).name}", load_image(image, (height, width), mean, std, crop)))
+        checks.append((f"image {Path(image).name}", load_image(image, shape[2:], mean, std, crop)))
 
     reference = torch_reference(module)  # the model as trained: every artifact answers to it
     fold_summary = None
@@ -159,13 +151,14 @@ def export_model(
 
         module, fold_report = fold_checked(module, name, reference, [x for _, x in checks])
         fold_summary = fold_report.to_dict(entries=False)
-    say(f"tracing {name} at {'x'.join(map(str, shape))} with torch.export")
+    shape_text = "x".join(map(str, shape))
+    say(f"tracing {name} at {shape_text} with torch.export")
     try:
         with torch.inference_mode():
             module(example)
         program = torch.export.export(module, (example,))
     except Exception as exc:
-        raise ExportError(f"torch.export could not trace {name} at {'x'.join(map(str, shape))}: {first_line(exc)}") from None
+        raise ExportError(f"torch.export could not trace {name} at {shape_text}: {first_line(exc)}") from None
 
     results = []
     for tgt in targets:
@@ -179,6 +172,26 @@ def export_model(
         results.append(_export_one(tgt, exporter, request, finals[tgt], spec, verify, checks, reference, load,
                                    say, fold_summary))
     return results
+
+
+def _input_shape(module: Any, spec: ModelSpec | None, name: str, image_size, image) -> tuple[int, ...]:
+    """The batch-1 input shape to export at, checked against what the model accepts."""
+    declared = getattr(module, "input_size", None)  # the module's own size wins over its spec's
+    native = tuple(declared or (spec.input_size if spec else (3, 224, 224)))
+    if len(native) != 3:  # not an image model
+        if image_size is not None or image is not None:
+            raise InputError(f"{name} takes {native}-shaped inputs, not images: drop the image size and image")
+        return (1, *native)
+    height, width = _image_hw(image_size, native[1:])
+    if declared is not None or (spec is not None and spec.fixed_size):
+        if (height, width) != native[1:]:
+            raise InputError(f"{name} has position tables learned for {native[1]}x{native[2]} "
+                             f"inputs; export it at that size, not {height}x{width}")
+    else:
+        multiple = spec.size_multiple if spec else 1
+        if height % multiple or width % multiple or height <= 0 or width <= 0:
+            raise InputError(f"image size {height}x{width} does not fit {name}: use multiples of {multiple}")
+    return (1, native[0], height, width)
 
 
 def torch_reference(module: Any) -> Callable[[np.ndarray], np.ndarray]:

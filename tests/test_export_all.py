@@ -68,6 +68,32 @@ def test_fixed_size_models_refuse_another_size(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_a_module_exports_at_its_own_declared_input_size(tmp_path):
+    """``input_size`` on a module, registered or not, fixes the export shape: an image model
+    at another size and a non-image model with an image are refused in one line."""
+    from edgevit.models.deit import build_deit
+
+    vit = build_deit(num_classes=3, img_size=32, patch_size=8, embed_dim=16, depth=1, num_heads=2,
+                     attention="softmax", class_token=True, norm="layernorm").eval()
+    with pytest.raises(edgevit.InputError, match="32x32"):
+        edgevit.export(vit, "onnx", tmp_path, image_size=SMALL)
+
+    class Head(torch.nn.Module):
+        input_size = (5,)
+
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(5, 2)
+
+        def forward(self, x):
+            return self.fc(x)
+
+    with pytest.raises(edgevit.InputError, match="not images"):
+        edgevit.export(Head(), "onnx", tmp_path, image_size=SMALL)
+    result = edgevit.export(Head(), "onnx", tmp_path)
+    assert result.parity.passed and edgevit.load(result.path).inputs[0].shape == (1, 5)
+
+
 def test_a_wrong_fold_is_caught_before_anything_is_written(tmp_path):
     class BadFold(torch.nn.Module):
         def __init__(self):

@@ -92,6 +92,7 @@ class FusionHead(nn.Module):
 
     def __init__(self, in_features: int, num_classes: int, dropout: float = 0.1) -> None:
         super().__init__()
+        self.input_size = (in_features,)  # what it is exported at: one feature vector
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(in_features, num_classes)
 

@@ -57,11 +57,11 @@ def _check_fit(vit, data: Dataset) -> None:
                          f"{'x'.join(map(str, data.x_train.shape[1:]))}")
 
 
-def _export(module, path: Path, target: str, data: Dataset, input_shape=None, output_name="features"):
+def _export(module, path: Path, target: str, data: Dataset, output_name="features"):
     from ..pipeline import export_model
 
-    result = export_model(module, target, path, reparam=True, verify=True, input_shape=input_shape,
-                          output_name=output_name, mean=data.mean, std=data.std)[0]
+    result = export_model(module, target, path, reparam=True, verify=True, output_name=output_name,
+                          mean=data.mean, std=data.std)[0]
     if not result.written:
         raise ParityError(f"{path.name}: the {target} artifact does not match PyTorch "
                           f"(max abs err {result.parity.max_abs_err:.3g}); nothing was written", report=result)
@@ -166,7 +166,7 @@ def split(model: Any, data: str | Path | Dataset, num_submodels: int, devices: S
         fusion_path = staging / "fusion.onnx"
         width = sum(e.feature_dim for e in entries)
         say("fusion head: exporting to onnx and verifying")
-        _export(fusion, fusion_path, "onnx", dataset, input_shape=(1, width), output_name="logits")
+        _export(fusion, fusion_path, "onnx", dataset, output_name="logits")
         placement = assign(costs, devices)
         by_name = {d.name: d for d in devices}
         for entry, sub in zip(entries, submodels):

@@ -94,7 +94,6 @@ def _register_fixed_size(family: str, table: dict) -> None:
                 config=config,
                 input_size=(3, 224, 224),
                 crop_pct=0.9 if "swin" in name else 0.875,
-                size_multiple=224,
                 fixed_size=True,
                 paper=paper,
                 description=description,
