@@ -30,9 +30,9 @@ from pathlib import Path
 import edgevit
 from edgevit.edvit.data import load_dataset
 from edgevit.edvit.checkpoint import load_checkpoint, save_checkpoint
-from edgevit.edvit.train import accuracy, fit, predict
+from edgevit.edvit.train import accuracy, predict, train_vit
 
-from _timing import interleaved, ort_runner, ort_session  # noqa: E402,I001
+from _timing import interleaved, ort_runner, ort_session, ratio  # noqa: E402,I001
 
 SIZE, PATCH, THREADS = 32, 8, 1
 
@@ -46,25 +46,21 @@ def full_model(args, data):
     if weights.is_file() and not args.retrain:
         say(f"reusing {weights} (--retrain to train again)")
         return load_checkpoint(weights)[0]
-    vit = edgevit.create_model("deit_tiny", num_classes=10, img_size=SIZE, patch_size=PATCH)
-    fit(vit, data.x_train, data.y_train, epochs=args.epochs, lr=args.lr, progress=say, label="deit_tiny")
-    save_checkpoint(vit, weights, data.classes, data.mean, data.std)
+    vit = train_vit("deit_tiny", data, patch_size=PATCH, epochs=args.epochs, lr=args.lr, progress=say)
+    save_checkpoint(vit, weights, data)
     return vit
 
 
-def latency_ratios(plan_dir: Path, report: dict, rounds: int, runs: int) -> dict[str, float]:
+def latency_ratios(plan, rounds: int, runs: int) -> dict[str, dict[str, float]]:
     """Full-model latency / sub-model latency, ONNX Runtime, timed in the same rounds."""
     import numpy as np
 
     x = np.random.default_rng(0).standard_normal((1, 3, SIZE, SIZE)).astype(np.float32)
-    candidates = {"full": ort_runner(ort_session(plan_dir / "full.onnx", THREADS), x)}
-    for row in report["submodels"]:
-        candidates[row["name"]] = ort_runner(ort_session(plan_dir / f"{row['name']}.onnx", THREADS), x)
+    names = ["full", *(s.name for s in plan.submodels)]
+    candidates = {n: ort_runner(ort_session(plan.artifact_path(n), THREADS), x) for n in names}
     per_round = interleaved(candidates, rounds, runs)
-    medians = {k: statistics.median(v) for k, v in per_round.items()}
-    ratios = {k: statistics.median(f / s for f, s in zip(per_round["full"], v))
-              for k, v in per_round.items() if k != "full"}
-    return {"median_ms": medians, "full_over_sub": ratios}
+    return {"median_ms": {k: statistics.median(v) for k, v in per_round.items()},
+            "full_over_sub": {n: ratio(per_round, "full", n) for n in names[1:]}}
 
 
 def main() -> None:
@@ -92,7 +88,7 @@ def main() -> None:
         plan = edgevit.split(vit, data, k, budget=budget, output=args.out / f"k{k}", overwrite=True,
                              finetune_epochs=args.finetune_epochs, fusion_epochs=args.fusion_epochs, progress=say)
         report = json.loads((plan.directory / "report.json").read_text())
-        report["latency"] = latency_ratios(plan.directory, report, args.rounds, args.runs)
+        report["latency"] = latency_ratios(plan, args.rounds, args.runs)
         results.append(report)
 
     print(f"full deit_tiny: {results[0]['full_model']['params']:,} parameters, "

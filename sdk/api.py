@@ -172,17 +172,21 @@ def load_plan(plan_dir: str | Path, *, verify_checksums: bool = True):
     return _load_plan(plan_dir, verify_checksums=verify_checksums)
 
 
-def run_plan(plan_dir: str | Path, inputs: Any, *, backend: str = "local", deadline_s: float = 30.0, **options: Any):
-    """Run a split plan on ``inputs`` (a float32 batch (N, C, H, W), or image / .npy paths):
+def run_plan(plan_dir: Any, inputs: Any, *, backend: str = "local", deadline_s: float = 30.0, **options: Any):
+    """Run a split plan (a directory or a loaded SplitPlan) on ``inputs`` (a float32 batch
+    (N, C, H, W), or one or more image / .npy paths):
     every sub-model in parallel, then the fusion head. Returns a RunResult (predictions
     with softmax scores, fused logits, timings). A sub-model that does not answer within
     ``deadline_s`` fails the call with an error naming it."""
     import numpy as np
 
     from .edvit.inputs import prepare_inputs
+    from .edvit.plan import SplitPlan
     from .edvit.plan import load_plan as _load_plan
     from .edvit.runner import run_plan as _run_plan
 
-    plan = _load_plan(plan_dir)
+    plan = plan_dir if isinstance(plan_dir, SplitPlan) else _load_plan(plan_dir)
+    if isinstance(inputs, (str, Path)):
+        inputs = [inputs]
     batch = inputs if isinstance(inputs, np.ndarray) else prepare_inputs(plan, list(inputs))[0]
     return _run_plan(plan, batch, backend=backend, deadline_s=deadline_s, **options)

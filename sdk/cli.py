@@ -48,7 +48,7 @@ class _Progress:
     """A spinner on stderr with the current step, on a terminal only (not with --quiet/--json).
 
     ``lines=True`` (long jobs such as training) also prints each step as a plain line on
-    stderr when it is not a terminal (logs, CI), unless --quiet.
+    stderr when there is no spinner (not a terminal, or --json), unless --quiet.
     """
 
     def __init__(self, lines: bool = False) -> None:

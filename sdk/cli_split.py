@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import List, Optional
 
@@ -11,14 +10,13 @@ import typer
 from .cli import _console, _emit, _Progress, app
 
 
-def _data_help() -> str:
-    return "digits (built in), a folder with one sub-folder per class, or an .npz (x_train, y_train, ...)."
+DATA_HELP = "digits (built in), a folder with one sub-folder per class, or an .npz (x_train, y_train, ...)."
 
 
 @app.command("train")
 def train_command(
     model: str = typer.Option(..., "--model", "-m", help="Registered ViT name, e.g. deit_tiny."),
-    data: str = typer.Option(..., "--data", help=_data_help()),
+    data: str = typer.Option(..., "--data", help=DATA_HELP),
     output: Path = typer.Option(..., "--output", "-o", help="Checkpoint to write (e.g. deit_tiny_digits.pt)."),
     image_size: int = typer.Option(32, "--image-size", help="Input height and width."),
     patch_size: int = typer.Option(8, "--patch-size", help="ViT patch size (divides the image size)."),
@@ -28,26 +26,19 @@ def train_command(
     seed: int = typer.Option(0, "--seed", help="Seed of the data split, initialisation and order."),
 ) -> None:
     """Train a ViT on labelled images on the CPU (the model that 'edgevit split' splits)."""
-    from edgevit.api import create_model
-    from edgevit.edvit.data import load_dataset
-    from edgevit.edvit.prune import check_supported
     from edgevit.edvit.checkpoint import save_checkpoint
-    from edgevit.edvit.train import accuracy, fit, predict
+    from edgevit.edvit.data import load_dataset
+    from edgevit.edvit.train import accuracy, predict, train_vit
     from edgevit.errors import InputError
-    from edgevit.models.registry import get_spec
 
     if epochs < 1 or batch_size < 1 or lr <= 0:
         raise InputError("epochs and batch size must be >= 1 and the learning rate positive")
     with _Progress(lines=True) as progress:
         dataset = load_dataset(data, image_size, seed=seed)
-        config = dict(img_size=image_size, patch_size=patch_size)
-        if "prepbn_step" in get_spec(model).config:  # PRepBN reaches RepBN-only at the last step
-            config["prepbn_step"] = epochs * math.ceil(len(dataset.y_train) / batch_size)
-        vit = check_supported(create_model(model, num_classes=dataset.num_classes, **config))
-        fit(vit, dataset.x_train, dataset.y_train, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-            progress=progress, label=f"{model}")
+        vit = train_vit(model, dataset, patch_size=patch_size, epochs=epochs, lr=lr, batch_size=batch_size,
+                        seed=seed, progress=progress)
         test_accuracy = accuracy(predict(vit, dataset.x_test), dataset.y_test)
-        save_checkpoint(vit, output, dataset.classes, dataset.mean, dataset.std)
+        save_checkpoint(vit, output, dataset)
     result = {"model": model, "output": str(output), "test_accuracy": test_accuracy, "epochs": epochs,
               "train": len(dataset.y_train), "test": len(dataset.y_test), "classes": dataset.classes}
     _emit(result, lambda: _console().print(
@@ -58,7 +49,7 @@ def train_command(
 def split_command(
     model: str = typer.Option(..., "--model", "-m", help="Registered ViT name, e.g. deit_tiny."),
     weights: Path = typer.Option(..., "--weights", "-w", help="Trained checkpoint ('edgevit train' writes one)."),
-    data: str = typer.Option(..., "--data", help=_data_help()),
+    data: str = typer.Option(..., "--data", help=DATA_HELP),
     num_submodels: int = typer.Option(..., "--num-submodels", "-k", help="Number of sub-models K."),
     devices: Optional[Path] = typer.Option(None, "--devices", help="devices.yaml (default: one local device)."),
     output: Path = typer.Option(Path("edvit_plan"), "--output", "-o", help="Plan directory to write."),

@@ -267,6 +267,8 @@ def _edited(plan, tmp_path, edit) -> Path:
     (lambda d, p: d["submodels"][0]["artifacts"]["onnx"].update(path="../x.onnx"), "must be relative"),
     (lambda d, p: (p / "sub1.onnx").write_bytes((p / "sub1.onnx").read_bytes()[:-10]), "checksum does not match"),
     (lambda d, p: (p / "fusion.onnx").unlink(), "not in"),
+    (lambda d, p: next(s for s in d["submodels"] if "tflite" in s["artifacts"])["artifacts"].pop("tflite"),
+     "which runs tflite, but the plan has no tflite artifact"),
 ])
 def test_hand_edited_or_corrupt_plans_are_refused_by_name(plan, tmp_path, edit, message):
     edited = _edited(plan, tmp_path, edit)
@@ -338,7 +340,7 @@ def test_cli_train_then_split(tmp_path):
 def test_cli_split_bad_inputs_fail_in_one_line(tmp_path, trained):
     vit, data = trained
     weights = tmp_path / "w.pt"
-    save_checkpoint(vit, weights, data.classes, data.mean, data.std)
+    save_checkpoint(vit, weights, data)
     (tmp_path / "small.yaml").write_text("devices:\n  - name: watch\n    memory_mb: 0.0001\n")
     common = ("split", "--weights", str(weights), "--data", "digits", "--num-submodels", "2")
     assert_clean_failure(run_cli(*common, "--model", "deit_tiny", "--devices", "small.yaml", cwd=tmp_path),
@@ -450,3 +452,55 @@ def test_cli_run_prints_predictions_and_fails_cleanly(plan, trained, tmp_path):
                          contains="expected shape")
     assert_clean_failure(run_cli("run", "--plan", str(tmp_path), "batch.npy", cwd=tmp_path),
                          contains="plan.json not found")
+
+
+def test_a_hung_sub_model_does_not_keep_the_process_alive(plan, trained, tmp_path):
+    """After the deadline error the process exits at once, with the worker still stuck."""
+    import subprocess
+    import sys
+    import time
+
+    _, data = trained
+    np.save(tmp_path / "x.npy", data.x_test[:1])
+    script = f"""
+import time, numpy as np, edgevit
+from edgevit.edvit.runner import DeadlineError, run_plan
+
+class Stuck:
+    def run(self, x):
+        time.sleep(120)
+
+def load(path, threads=None):
+    return Stuck() if path.stem == "sub0" else edgevit.load(path, threads=threads)
+
+try:
+    run_plan({str(plan.directory)!r}, np.load({str(tmp_path / 'x.npy')!r}), deadline_s=0.5, load=load)
+except DeadlineError as exc:
+    print("deadline:", exc)
+"""
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=100)
+    assert "deadline: no answer from sub-model sub0" in done.stdout, done.stderr
+    assert time.perf_counter() - started < 60  # not the stuck worker's 120 s
+
+
+def test_run_plan_takes_one_path_or_a_loaded_plan(plan, trained, tmp_path):
+    _, data = trained
+    np.save(tmp_path / "x.npy", data.x_test[0])
+    by_path = edgevit.run_plan(plan.directory, str(tmp_path / "x.npy"))
+    by_plan = edgevit.run_plan(plan, [tmp_path / "x.npy"])
+    assert np.array_equal(by_path.logits, by_plan.logits) and by_path.logits.shape == (1, 10)
+
+
+def test_a_checkpoint_is_split_only_with_the_data_it_was_trained_on(trained, tmp_path):
+    import dataclasses
+
+    vit, data = trained
+    save_checkpoint(vit, tmp_path / "w.pt", data)
+    renamed = dataclasses.replace(data, classes=[f"c{i}" for i in range(10)])
+    with pytest.raises(InputError, match="trained on classes"):
+        edgevit.split("deit_tiny", renamed, 2, weights=tmp_path / "w.pt", output=tmp_path / "p")
+    shifted = dataclasses.replace(data, mean=tuple(m + 0.1 for m in data.mean))
+    with pytest.raises(InputError, match="normalized differently"):
+        edgevit.split("deit_tiny", shifted, 2, weights=tmp_path / "w.pt", output=tmp_path / "p")
+    assert not (tmp_path / "p").exists()

@@ -11,18 +11,20 @@ from torch import nn
 
 from ..errors import ArtifactError, first_line
 from ..paths import ensure_writable_dir, publish, staged_path
+from .data import Dataset
 
 CHECKPOINT_FORMAT = "edgevit.trained/1"
 
 
-def save_checkpoint(model: nn.Module, path, classes: list[str], mean, std) -> None:
-    """Save a trained registered model with what rebuilds it: name, config, classes, normalization."""
+def save_checkpoint(model: nn.Module, path, data: Dataset) -> None:
+    """Save a trained registered model with what rebuilds it (name, config) and what it was
+    trained on (classes, normalization, the data's train/test split seed)."""
     final = Path(path)
-    ensure_writable_dir(final.parent if str(final.parent) else Path("."))
+    ensure_writable_dir(final.parent)
     payload = {
         "format": CHECKPOINT_FORMAT, "model": model.edgevit_name,
-        "config": {**getattr(model, "edgevit_config", {}), "num_classes": len(classes)},
-        "classes": list(classes), "mean": [float(v) for v in mean], "std": [float(v) for v in std],
+        "config": {**getattr(model, "edgevit_config", {}), "num_classes": data.num_classes},
+        "classes": list(data.classes), "mean": list(data.mean), "std": list(data.std), "data_seed": data.seed,
         "state_dict": model.state_dict(),
     }
     with staged_path(final) as staged:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..models.deit import VisionTransformer
+from ..predict import softmax
 from ..models.slab_layers import finish_schedules
 from .train import Progress, fit, predict
 
@@ -54,9 +55,7 @@ def balanced_weights(labels: np.ndarray, groups: int) -> np.ndarray:
 
 def group_distribution(teacher_logits: np.ndarray, group: Sequence[int], temperature: float) -> np.ndarray:
     """The teacher's softened class probabilities folded onto (group classes, other)."""
-    scaled = teacher_logits / temperature
-    probs = np.exp(scaled - scaled.max(axis=1, keepdims=True))
-    probs /= probs.sum(axis=1, keepdims=True)
+    probs = softmax(teacher_logits / temperature)
     inside = probs[:, list(group)]
     return np.concatenate([inside, 1.0 - inside.sum(axis=1, keepdims=True)], axis=1)
 

@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import InputError, MissingDependencyError
+from ..errors import InputError, MissingDependencyError, first_line
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -38,6 +38,7 @@ class Dataset:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     source: str
+    seed: int = 0  # of the train/test split
 
     @property
     def num_classes(self) -> int:
@@ -75,7 +76,7 @@ def load_dataset(source: str | Path, image_size: int, *, test_fraction: float = 
         return ((x - mean[None, :, None, None]) / std[None, :, None, None]).astype(np.float32)
 
     return Dataset(normalize(train_x), train_y.astype(np.int64), normalize(test_x), test_y.astype(np.int64),
-                   list(classes), tuple(float(v) for v in mean), tuple(float(v) for v in std), str(source))
+                   list(classes), tuple(float(v) for v in mean), tuple(float(v) for v in std), str(source), seed)
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -123,7 +124,7 @@ def _npz(path: Path, test_fraction: float, seed: int):
         with np.load(path, allow_pickle=False) as archive:
             arrays = {k: archive[k] for k in archive.files}
     except Exception as exc:
-        raise InputError(f"cannot read {path}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+        raise InputError(f"cannot read {path}: {first_line(exc)}") from None
     if "x_train" in arrays and "y_train" in arrays:
         train_x, train_y = _to_nchw(arrays["x_train"], f"{path}:x_train"), arrays["y_train"]
         if ("x_test" in arrays) != ("y_test" in arrays):

@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError, MissingDependencyError
+from ..errors import InputError, MissingDependencyError, first_line
 from .assign import Device
 
 _KEYS = {"name", "memory_mb", "speed", "target"}
@@ -64,7 +64,7 @@ def read_devices(path: str | Path) -> list[Device]:
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise InputError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise InputError(f"{path} is not valid YAML: {first_line(exc)}") from None
     return parse_devices(document, str(path))
 
 

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, first_line
 from .data import IMAGE_SUFFIXES, read_rgb
 from .plan import SplitPlan
 
@@ -27,14 +27,16 @@ def _image(path: Path, plan: SplitPlan) -> np.ndarray:
     return ((read_rgb(path, height, width) - mean) / std)[None]
 
 
-def _array(path: Path, plan: SplitPlan) -> np.ndarray:
+def _array(path: Path, plan: SplitPlan) -> tuple[np.ndarray, list[str]]:
+    """The array as a batch, and its rows' names (``file[i]`` when the file holds a batch)."""
     expected = tuple(plan.input["shape"][1:])
     try:
         array = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        raise InputError(f"cannot read {path}: {first_line(exc)}") from None
     if array.dtype != np.float32:
         raise InputError(f"{path}: expected float32, got {array.dtype}")
+    names = [str(path)] if array.shape == expected else [f"{path}[{i}]" for i in range(len(array))]
     if array.shape == expected:
         array = array[None]
     if array.ndim != 4 or array.shape[1:] != expected:
@@ -42,12 +44,7 @@ def _array(path: Path, plan: SplitPlan) -> np.ndarray:
                          f"got {tuple(array.shape)}")
     if not np.isfinite(array).all():
         raise InputError(f"{path}: contains NaN or infinite values")
-    return array
-
-
-def _is_batch(path: Path) -> bool:
-    """An .npy file holding (N, C, H, W), whose rows are named ``file[i]``."""
-    return path.suffix.lower() == ".npy" and np.load(path, mmap_mode="r").ndim == 4
+    return array, names
 
 
 def prepare_inputs(plan: SplitPlan, items: Sequence[str | Path]) -> tuple[np.ndarray, list[str]]:
@@ -62,10 +59,11 @@ def prepare_inputs(plan: SplitPlan, items: Sequence[str | Path]) -> tuple[np.nda
             raise InputError(f"input not found: {path}")
         suffix = path.suffix.lower()
         if suffix == ".npy":
-            batches.append(_array(path, plan))
+            array, rows = _array(path, plan)
         elif suffix in IMAGE_SUFFIXES:
-            batches.append(_image(path, plan))
+            array, rows = _image(path, plan), [str(path)]
         else:
             raise InputError(f"{path}: inputs are images ({', '.join(IMAGE_SUFFIXES)}) or .npy arrays")
-        names += [f"{path}[{i}]" for i in range(len(batches[-1]))] if _is_batch(path) else [str(path)]
+        batches.append(array)
+        names += rows
     return np.concatenate(batches).astype(np.float32, copy=False), names

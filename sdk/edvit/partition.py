@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
+from ..predict import softmax
 
 METHODS = ("balanced", "confusion", "embedding")
 
@@ -28,8 +29,7 @@ def group_sizes(num_classes: int, k: int) -> list[int]:
 
 def confusion_affinity(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
     """Symmetric soft confusion between classes, from a model's logits on labelled samples."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    probs = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+    probs = softmax(logits)
     matrix = np.zeros((num_classes, num_classes))
     for c in range(num_classes):
         members = labels == c

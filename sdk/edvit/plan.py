@@ -104,23 +104,17 @@ class SplitPlan:
 
 
 def sha256_of(path: Path) -> str:
-    """SHA-256 of a file, or of a directory tree (relative names and contents, sorted)."""
+    """SHA-256 of a file."""
     digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        if path.is_dir():
-            digest.update(str(file.relative_to(path)).encode())
-        with open(file, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
     return digest.hexdigest()
 
 
 def artifact_record(directory: Path, path: Path) -> Artifact:
-    """The plan's record of an artifact written under ``directory``."""
-    from ..paths import artifact_size
-
-    return Artifact(str(path.relative_to(directory)), sha256_of(path), artifact_size(path))
+    """The plan's record of an artifact file written under ``directory``."""
+    return Artifact(str(path.relative_to(directory)), sha256_of(path), path.stat().st_size)
 
 
 class _Reader:
@@ -168,7 +162,7 @@ class _Reader:
             if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
                 raise self.fail(f"{at}.sha256", "must be 64 lowercase hex digits")
             file = directory / rel
-            if not file.exists():
+            if not file.is_file():
                 raise self.fail(f"{at}.path", f"names {rel}, which is not in {directory}")
             if verify and sha256_of(file) != digest:
                 raise PlanError(f"{file}: checksum does not match the plan (the artifact was changed or corrupted "
@@ -248,20 +242,23 @@ def load_plan(directory: str | Path, *, verify_checksums: bool = True) -> SplitP
     devices = []
     for i, raw in enumerate(r.get(document, "devices", list, "")):
         at = f"devices[{i}]"
+        fields = (r.get(raw, "name", str, at), float(r.number(raw, "memory_mb", at)),
+                  float(r.number(raw, "speed", at)), r.get(raw, "target", str, at))
         try:
-            devices.append(Device(r.get(raw, "name", str, at), float(r.number(raw, "memory_mb", at)),
-                                  float(r.number(raw, "speed", at)), r.get(raw, "target", str, at)))
-        except PlanError:
-            raise
+            devices.append(Device(*fields))
         except InputError as exc:
             raise r.fail(at, str(exc)) from None
     device_names = {d.name for d in devices}
     assignment = r.get(document, "assignment", dict, "")
     if set(assignment) != set(names):
         raise r.fail("assignment", f"must place exactly the sub-models {names}, got {sorted(assignment)}")
+    targets = {d.name: d.target for d in devices}
     for sub, device in assignment.items():
         if device not in device_names:
             raise r.fail(f"assignment.{sub}", f"names device {device!r}, which the plan's devices do not list")
+        if targets[device] not in next(s for s in submodels if s.name == sub).artifacts:
+            raise r.fail(f"assignment.{sub}", f"places it on {device}, which runs {targets[device]}, but the plan "
+                                              f"has no {targets[device]} artifact for {sub}")
     model = r.get(document, "model", dict, "")
     r.get(model, "name", str, "model")
     model = dict(model, artifacts={t: asdict(a) for t, a in r.artifacts(model, "model", directory,

@@ -10,18 +10,18 @@ from .data import Dataset
 from .plan import SplitPlan
 
 
-def build_report(plan: SplitPlan, directory: Path, data: Dataset, *, full_accuracy: float, fused_accuracy: float,
-                 deployed_accuracy: float, partition: str, full_size_bytes: int, runs: int,
-                 seconds: float) -> dict[str, Any]:
+def build_report(plan: SplitPlan, data: Dataset, *, full_accuracy: float, fused_accuracy: float,
+                 deployed_accuracy: float, partition: str, runs: int, seconds: float) -> dict[str, Any]:
     """Measure per-sub-model latency and gather the figures of a finished split."""
     from ..bench import measure
 
     full_params = plan.model["params"]
-    full_ms = measure(str(directory / plan.model["artifacts"]["onnx"]["path"]), "auto", 1, runs, 3)["median_ms"]
+    full_size_bytes = plan.model["artifacts"]["onnx"]["size_bytes"]
+    full_ms = measure(str(plan.artifact_path("full")), "auto", 1, runs, 3)["median_ms"]
     rows = []
     for entry in plan.submodels:
         onnx = entry.artifacts["onnx"]
-        timing = measure(str(directory / onnx.path), "auto", 1, runs, 3)
+        timing = measure(str(plan.artifact_path(entry.name)), "auto", 1, runs, 3)
         rows.append({
             "name": entry.name, "classes": [plan.classes[c] for c in entry.classes],
             "device": plan.assignment[entry.name], "params": entry.params, "size_bytes": onnx.size_bytes,

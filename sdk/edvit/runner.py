@@ -1,22 +1,23 @@
 """Run a split plan: scatter inputs to every sub-model, gather features, fuse.
 
-The local backend runs every sub-model in this process, each on its own worker thread
-with its own runtime (the artifact for its device's target), so that sub-models compute
-in parallel; a request that is not answered by its deadline fails with an error naming
-the sub-models that did not answer (it never hangs). Torch-free.
+The local backend runs every sub-model in this process, each on its own thread with its
+own runtime (the artifact for its device's target), so that sub-models compute in
+parallel; a request that is not answered by its deadline fails with an error naming the
+sub-models that did not answer (it never hangs). Torch-free.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..errors import EdgeVitError, InputError
+from ..errors import EdgeVitError, InputError, rebuild_error
+from ..predict import softmax
 from .plan import SplitPlan, load_plan
 
 
@@ -50,59 +51,62 @@ class RunResult:
                 "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()}}
 
 
-def _target_of(plan: SplitPlan, name: str) -> str:
-    device = next(d for d in plan.devices if d.name == plan.assignment[name])
-    entry = next(s for s in plan.submodels if s.name == name)
-    return device.target if device.target in entry.artifacts else "onnx"
-
-
 class LocalBackend:
-    """Every sub-model in this process: one runtime and one worker thread each."""
+    """Every sub-model in this process, each with its own runtime (the artifact for its
+    device's target). A request runs each sub-model on a daemon thread, so one that never
+    answers can delay neither the caller past its deadline nor the process's exit."""
 
     def __init__(self, plan: SplitPlan, *, load: Callable[..., Any] | None = None, threads: int = 1) -> None:
         if load is None:
             from edgevit.runtimes.loader import load
-        self.plan = plan
+        device_target = {d.name: d.target for d in plan.devices}
         self.names = [s.name for s in plan.submodels]
-        self.runtimes = {n: load(plan.artifact_path(n, _target_of(plan, n)), threads=threads) for n in self.names}
+        self.runtimes = [load(plan.artifact_path(n, device_target[plan.assignment[n]]), threads=threads)
+                         for n in self.names]
         self.fusion = load(plan.artifact_path("fusion"), threads=threads)
-        self.pool = ThreadPoolExecutor(max_workers=len(self.names), thread_name_prefix="edgevit-submodel")
 
     def features(self, batch: np.ndarray, deadline_s: float) -> list[np.ndarray]:
         """Each sub-model's features for ``batch`` (plan order), computed in parallel."""
+        results: list[Any] = [None] * len(self.names)
+        failures: list[BaseException | None] = [None] * len(self.names)
+        failed = threading.Event()
+        cancelled = threading.Event()
 
-        def compute(name: str) -> np.ndarray:
-            runtime = self.runtimes[name]
-            return np.concatenate([runtime.run(sample[None]) for sample in batch])
+        def compute(i: int) -> None:
+            try:
+                rows = []
+                for sample in batch:
+                    if cancelled.is_set():
+                        return
+                    rows.append(self.runtimes[i].run(sample[None]))
+                results[i] = np.concatenate(rows)
+            except BaseException as exc:  # reported to the caller, by sub-model name
+                failures[i] = exc
+                failed.set()
 
-        futures = {self.pool.submit(compute, n): n for n in self.names}
-        done, pending = wait(futures, timeout=deadline_s, return_when=FIRST_EXCEPTION)
-        for future in done:
-            if future.exception() is not None:
-                for other in pending:
-                    other.cancel()
-                error = future.exception()
-                raise type(error)(f"sub-model {futures[future]}: {error}") if isinstance(error, EdgeVitError) \
-                    else EdgeVitError(f"sub-model {futures[future]} failed: {type(error).__name__}: {error}")
-        if pending:
-            for future in pending:
-                future.cancel()
-            late = ", ".join(sorted(futures[f] for f in pending))
-            raise DeadlineError(f"no answer from sub-model {late} within the {deadline_s:g} s deadline")
-        return [next(f.result() for f, n in futures.items() if n == name) for name in self.names]
+        workers = [threading.Thread(target=compute, args=(i,), daemon=True, name=f"edgevit-{n}")
+                   for i, n in enumerate(self.names)]
+        for worker in workers:
+            worker.start()
+        deadline = time.monotonic() + deadline_s
+        for worker in workers:
+            while worker.is_alive() and not failed.is_set() and time.monotonic() < deadline:
+                worker.join(min(0.05, max(0.0, deadline - time.monotonic())))
+        cancelled.set()
+        for name, error in zip(self.names, failures):
+            if isinstance(error, EdgeVitError):  # same class (and exit code), named
+                raise rebuild_error(type(error).__name__, f"sub-model {name}: {error}") from error
+            if error is not None:
+                raise EdgeVitError(f"sub-model {name} failed: {type(error).__name__}: {error}") from error
+        late = [n for n, worker in zip(self.names, workers) if worker.is_alive()]
+        if late:
+            raise DeadlineError(f"no answer from sub-model {', '.join(late)} within the {deadline_s:g} s deadline")
+        return results
 
     def fuse(self, features: Sequence[np.ndarray]) -> np.ndarray:
         """The fusion head on the concatenated features, one input at a time."""
         joined = np.concatenate(features, axis=1).astype(np.float32)
         return np.concatenate([self.fusion.run(row[None]) for row in joined])
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 def run_plan(plan: SplitPlan | str | Path, inputs: np.ndarray, *, backend: str = "local",
@@ -119,15 +123,12 @@ def run_plan(plan: SplitPlan | str | Path, inputs: np.ndarray, *, backend: str =
         raise InputError(f"inputs must be float32 (N, {', '.join(map(str, expected))}), got "
                          f"{inputs.dtype} {tuple(inputs.shape)}")
     runner = LocalBackend(plan, **options)
-    try:
-        started = time.perf_counter()
-        features = runner.features(inputs, deadline_s)
-        computed = time.perf_counter()
-        logits = runner.fuse(features)
-        fused = time.perf_counter()
-    finally:
-        runner.close()
-    scores = _softmax(logits.astype(np.float64))
+    started = time.perf_counter()
+    features = runner.features(inputs, deadline_s)
+    computed = time.perf_counter()
+    logits = runner.fuse(features)
+    fused = time.perf_counter()
+    scores = softmax(logits.astype(np.float64))
     predictions = [Prediction(int(row.argmax()), plan.classes[int(row.argmax())], float(row.max()),
                               [float(v) for v in row]) for row in scores]
     return RunResult(predictions, logits, list(plan.classes),

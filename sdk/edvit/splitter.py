@@ -9,7 +9,7 @@ that is renamed into place at the end.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -24,20 +24,21 @@ from .cost import BYTES_PER_PARAM, gflops, parse_budget
 from .data import Dataset, load_dataset
 from .devices import local_device
 from .partition import METHODS, confusion_affinity, embedding_affinity, group_sizes, partition_classes
-from .plan import PLAN_VERSION, SplitPlan, SubModelEntry, artifact_record, load_plan
+from .plan import SplitPlan, SubModelEntry, artifact_record, load_plan
 from .prune import backbone_parameters, check_supported, measure_importance, parameter_count, prune_to_budget
 from .report import build_report, write_report
+from .runner import run_plan
 from .train import accuracy, predict
 
 Progress = Callable[[str], None]
 
 
-def _resolve_model(model: Any, weights: str | Path | None):
-    """An nn.Module from a module, an edgevit checkpoint, or a name plus weights."""
+def _resolve_model(model: Any, weights: str | Path | None) -> tuple[Any, dict | None]:
+    """(the ViT, its checkpoint record or None) from a module, or a name plus an edgevit checkpoint."""
     if not isinstance(model, str):
         if weights is not None:
             raise InputError("weights can only be given with a model name")
-        return check_supported(model).eval()
+        return check_supported(model).eval(), None
     if weights is None:
         raise InputError(f"splitting needs a trained {model}: give its weights (edgevit train writes them)")
     from .checkpoint import load_checkpoint
@@ -45,16 +46,24 @@ def _resolve_model(model: Any, weights: str | Path | None):
     loaded, record = load_checkpoint(weights)
     if loaded.edgevit_name != model:
         raise InputError(f"{weights} holds a {loaded.edgevit_name}, not a {model}")
-    return check_supported(loaded)
+    return check_supported(loaded), record
 
 
-def _check_fit(vit, data: Dataset) -> None:
+def _check_fit(vit, data: Dataset, record: dict | None) -> None:
+    """The data is what the model takes and, for a checkpoint, what it was trained on."""
     channels, height, _ = vit.input_size
     if vit.num_classes != data.num_classes:
         raise InputError(f"the model has {vit.num_classes} classes but the data has {data.num_classes}")
     if data.x_train.shape[1:] != (channels, height, height):
         raise InputError(f"the model takes {channels}x{height}x{height} images, the data is "
                          f"{'x'.join(map(str, data.x_train.shape[1:]))}")
+    if record is None:
+        return
+    if list(record["classes"]) != list(data.classes):
+        raise InputError(f"the model was trained on classes {record['classes']}, the data has {data.classes}")
+    if not np.allclose(record["mean"], data.mean, atol=1e-6) or not np.allclose(record["std"], data.std, atol=1e-6):
+        raise InputError("the data is normalized differently from the data the model was trained on "
+                         "(other images, or another train/test split)")
 
 
 def _export(module, path: Path, target: str, data: Dataset, output_name="features"):
@@ -66,19 +75,6 @@ def _export(module, path: Path, target: str, data: Dataset, output_name="feature
         raise ParityError(f"{path.name}: the {target} artifact does not match PyTorch "
                           f"(max abs err {result.parity.max_abs_err:.3g}); nothing was written", report=result)
     return result
-
-
-def _artifact_predict(paths: Sequence[Path], fusion_path: Path, x: np.ndarray) -> np.ndarray:
-    """The fused prediction computed by the exported artifacts (the deployed path)."""
-    from edgevit.runtimes.loader import load
-
-    runtimes = [load(p) for p in paths]
-    fusion = load(fusion_path)
-    out = []
-    for sample in x:
-        features = np.concatenate([rt.run(sample[None]) for rt in runtimes], axis=1)
-        out.append(fusion.run(features.astype(np.float32)))
-    return np.concatenate(out)
 
 
 def split(model: Any, data: str | Path | Dataset, num_submodels: int, devices: Sequence[Device] | None = None,
@@ -96,7 +92,7 @@ def split(model: Any, data: str | Path | Dataset, num_submodels: int, devices: S
     """
     say = progress or (lambda message: None)
     started = time.perf_counter()
-    vit = _resolve_model(model, weights)
+    vit, record = _resolve_model(model, weights)
     devices = list(devices) if devices else [local_device()]
     final = Path(output)
     if final.exists() and not final.is_dir():
@@ -104,12 +100,13 @@ def split(model: Any, data: str | Path | Dataset, num_submodels: int, devices: S
     if final.is_dir() and any(final.iterdir()) and not overwrite:
         raise OutputPathError(f"output directory {final} is not empty; choose another or pass overwrite "
                               f"(--overwrite)")
-    ensure_writable_dir(final.parent if str(final.parent) else Path("."))
+    ensure_writable_dir(final.parent)
     if isinstance(data, Dataset):
         dataset = data
     else:  # quick, and silent: bad data must fail in one line before any progress output
-        dataset = load_dataset(data, vit.input_size[1], seed=seed)
-    _check_fit(vit, dataset)
+        data_seed = record.get("data_seed", seed) if record else seed  # the split the model was trained on
+        dataset = load_dataset(data, vit.input_size[1], seed=data_seed)
+    _check_fit(vit, dataset, record)
     k = int(num_submodels)
     full_params = parameter_count(vit)
     max_params, budget_text = parse_budget(budget, backbone_parameters(vit), k)
@@ -134,9 +131,9 @@ def split(model: Any, data: str | Path | Dataset, num_submodels: int, devices: S
 
     submodels = []
     for i, group in enumerate(groups):
-        names = ", ".join(dataset.classes[c] for c in group)
-        say(f"sub{i}: classes {names}: measuring importance on {int(np.isin(dataset.y_train, group).sum())} samples")
         members = np.isin(dataset.y_train, group)
+        names = ", ".join(dataset.classes[c] for c in group)
+        say(f"sub{i}: classes {names}: measuring importance on {int(members.sum())} samples")
         importance = measure_importance(vit, dataset.x_train[members], dataset.y_train[members])
         pruned, fraction = prune_to_budget(vit, importance, max_params)
         say(f"sub{i}: pruned to {backbone_parameters(pruned):,} parameters (keeping {fraction:.1%} of each layer)")
@@ -152,54 +149,49 @@ def split(model: Any, data: str | Path | Dataset, num_submodels: int, devices: S
     with staged_path(final) as staging:
         staging.mkdir()
         say("exporting and verifying the full model (the baseline)")
-        full_result = _export(vit, staging / "full.onnx", "onnx", dataset, output_name="logits")
-        entries, costs, paths = [], [], []
+        _export(vit, staging / "full.onnx", "onnx", dataset, output_name="logits")
+        entries, costs = [], []
         for i, (sub, group) in enumerate(zip(submodels, groups)):
             name = f"sub{i}"
             say(f"{name}: exporting to onnx and verifying")
-            paths.append(staging / f"{name}.onnx")
-            _export(sub, paths[-1], "onnx", dataset)
+            _export(sub, staging / f"{name}.onnx", "onnx", dataset)
+            record = artifact_record(staging, staging / f"{name}.onnx")
             work = gflops(sub, input_shape)
             entries.append(SubModelEntry(name, list(group), feature_dim(sub), parameter_count(sub), round(work, 6),
-                                         {"onnx": artifact_record(staging, paths[-1])}))
-            costs.append(SubModelCost(name, paths[-1].stat().st_size / 1e6, work))
-        fusion_path = staging / "fusion.onnx"
-        width = sum(e.feature_dim for e in entries)
+                                         {"onnx": record}))
+            costs.append(SubModelCost(name, record.size_bytes / 1e6, work))
         say("fusion head: exporting to onnx and verifying")
-        _export(fusion, fusion_path, "onnx", dataset, output_name="logits")
+        _export(fusion, staging / "fusion.onnx", "onnx", dataset, output_name="logits")
         placement = assign(costs, devices)
         by_name = {d.name: d for d in devices}
         for entry, sub in zip(entries, submodels):
             if by_name[placement.assignment[entry.name]].target == "tflite":
                 say(f"{entry.name}: exporting to tflite for {placement.assignment[entry.name]} and verifying")
-                path = staging / f"{entry.name}.tflite"
-                _export(sub, path, "tflite", dataset)
-                entry.artifacts["tflite"] = artifact_record(staging, path)
-        say("checking the fused prediction of the exported artifacts on the test set")
-        deployed_accuracy = accuracy(_artifact_predict(paths, fusion_path, dataset.x_test), dataset.y_test)
-        plan = SplitPlan(
-            directory=final,
+                _export(sub, staging / f"{entry.name}.tflite", "tflite", dataset)
+                entry.artifacts["tflite"] = artifact_record(staging, staging / f"{entry.name}.tflite")
+        SplitPlan(
+            directory=staging,
             model={"name": getattr(vit, "edgevit_name", type(vit).__name__), "config": getattr(vit, "edgevit_config", {}),
                    "params": full_params, "artifacts": {"onnx": asdict(artifact_record(staging, staging / "full.onnx"))},
                    "edgevit_version": __version__},
             input={"name": "input", "shape": list(input_shape), "dtype": "float32", "layout": "NCHW",
                    "mean": list(dataset.mean), "std": list(dataset.std)},
             classes=list(dataset.classes), submodels=entries,
-            fusion={"input_dim": width, "feature_order": [e.name for e in entries], "num_classes": dataset.num_classes,
-                    "artifacts": {"onnx": asdict(artifact_record(staging, fusion_path))}},
+            fusion={"input_dim": sum(e.feature_dim for e in entries), "feature_order": [e.name for e in entries],
+                    "artifacts": {"onnx": asdict(artifact_record(staging, staging / "fusion.onnx"))}},
             devices=devices, assignment=placement.assignment,
             placement={"loads": placement.loads, "memory_used_mb": placement.memory_used_mb,
                        "makespan": placement.makespan, "optimal": placement.optimal, "work_unit": "GFLOPs"},
-            budget={"max_params": max_params, "given_as": budget_text}, version=PLAN_VERSION,
-        )
-        plan.write(staging)
-        load_plan(staging)  # what we publish must read back
+            budget={"max_params": max_params, "given_as": budget_text},
+        ).write(staging)
+        plan = load_plan(staging, verify_checksums=False)  # what we publish must read back (hashed just now)
+        say("checking the fused prediction of the exported artifacts on the test set")
+        deployed_accuracy = accuracy(run_plan(plan, dataset.x_test).logits, dataset.y_test)
         say("measuring per-sub-model latency (ONNX Runtime, 1 thread)")
-        report = build_report(plan, staging, dataset, full_accuracy=full_accuracy, fused_accuracy=fused_accuracy,
-                              deployed_accuracy=deployed_accuracy, partition=partition,
-                              full_size_bytes=full_result.size_bytes, runs=latency_runs,
+        report = build_report(plan, dataset, full_accuracy=full_accuracy, fused_accuracy=fused_accuracy,
+                              deployed_accuracy=deployed_accuracy, partition=partition, runs=latency_runs,
                               seconds=time.perf_counter() - started)
         write_report(report, staging)
         publish(staging, final)
     say(f"plan written to {final}")
-    return load_plan(final)
+    return replace(plan, directory=final)

@@ -82,3 +82,19 @@ def accuracy(logits: np.ndarray, y: np.ndarray) -> float:
     """Top-1 accuracy."""
     return float((logits.argmax(1) == y).mean())
 
+
+
+def train_vit(name: str, data, *, patch_size: int, epochs: int, lr: float = 3e-4, batch_size: int = 32,
+              seed: int = 0, progress: Progress | None = None) -> nn.Module:
+    """A registered ViT built for ``data`` (image size, classes) and trained on it from
+    scratch; a PRepBN model's schedule ends exactly with the last training step."""
+    from ..api import create_model
+    from ..models.registry import get_spec
+    from .prune import check_supported
+
+    config = dict(img_size=data.image_size, patch_size=patch_size)
+    if "prepbn_step" in get_spec(name).config:
+        config["prepbn_step"] = epochs * math.ceil(len(data.y_train) / batch_size)
+    vit = check_supported(create_model(name, num_classes=data.num_classes, **config))
+    return fit(vit, data.x_train, data.y_train, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+               progress=progress, label=name)

@@ -30,12 +30,11 @@ from .slab_layers import remap_checkpoint  # noqa: F401  (the loader looks it up
 class SoftmaxAttention(nn.Module):
     """Multi-head softmax self-attention (DeiT), as matmuls."""
 
-    def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = True, head_dim: int | None = None) -> None:
+    def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = True) -> None:
         super().__init__()
-        if head_dim is None:
-            if dim % num_heads:
-                raise ValueError(f"dim {dim} is not divisible by {num_heads} heads")
-            head_dim = dim // num_heads
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by {num_heads} heads")
+        head_dim = dim // num_heads
         self.num_heads = num_heads
         self.head_dim = head_dim  # independent of dim once heads or channels are pruned
         self.scale = head_dim ** -0.5

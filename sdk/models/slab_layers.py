@@ -88,16 +88,13 @@ class PRepBN(nn.Module):
         return self.norm2.inference_affine()
 
 
-def finish_schedules(model: nn.Module) -> int:
+def finish_schedules(model: nn.Module) -> None:
     """Set every PRepBN in ``model`` to the end of its schedule (RepBN only, in training
-    too), so that further training trains what is deployed; returns how many."""
-    count = 0
+    too), so that further training trains what is deployed."""
     for module in model.modules():
         if isinstance(module, PRepBN):
             module.warm.zero_()
             module.iter.zero_()
-            count += 1
-    return count
 
 
 def make_norm(kind: str, ln_eps: float = 1e-6, step: int = 300000) -> Callable[[int], nn.Module]:
@@ -134,12 +131,11 @@ class SimplifiedLinearAttention(nn.Module):
     """
 
     def __init__(self, dim: int, num_tokens: int, num_heads: int = 8, qkv_bias: bool = True,
-                 kernel_size: int = 5, head_dim: int | None = None) -> None:
+                 kernel_size: int = 5) -> None:
         super().__init__()
-        if head_dim is None:
-            if dim % num_heads:
-                raise ValueError(f"dim {dim} is not divisible by {num_heads} heads")
-            head_dim = dim // num_heads
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by {num_heads} heads")
+        head_dim = dim // num_heads
         side = math.isqrt(num_tokens)
         if side * side != num_tokens:
             raise ValueError(f"simplified linear attention needs a square token grid, got {num_tokens} tokens")
