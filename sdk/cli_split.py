@@ -1,7 +1,10 @@
-"""ED-ViT commands of the ``edgevit`` CLI: ``train`` (a ViT on labelled data) and ``split``."""
+"""ED-ViT commands of the ``edgevit`` CLI: ``train`` (a ViT on labelled data), ``split``
+and ``run`` (a plan, on the local or the Ray backend)."""
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -81,7 +84,8 @@ def split_command(
 def run_command(
     inputs: List[Path] = typer.Argument(..., help="Images or .npy arrays ((C, H, W) or (N, C, H, W), float32)."),
     plan: Path = typer.Option(..., "--plan", "-p", help="Plan directory written by 'edgevit split'."),
-    backend: str = typer.Option("local", "--backend", help="local (this process)."),
+    backend: str = typer.Option("local", "--backend", help="local (threads of this process) or ray (actors on the plan's devices)."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (host:6379); default RAY_ADDRESS, else a one-machine Ray offering every device."),
     deadline: float = typer.Option(30.0, "--deadline", help="Seconds every sub-model has to answer."),
     top: int = typer.Option(3, "--top", help="Classes shown per input."),
 ) -> None:
@@ -95,12 +99,13 @@ def run_command(
         raise InputError("--top must be at least 1")
     split_plan = load_plan(plan)
     batch, names = prepare_inputs(split_plan, inputs)
-    result = run_plan(split_plan, batch, backend=backend, deadline_s=deadline)
+    with contextlib.redirect_stdout(sys.stderr):  # Ray prints its worker notices on stdout: keep --json clean
+        result = run_plan(split_plan, batch, backend=backend, deadline_s=deadline, address=address)
 
     def human() -> None:
         from rich.table import Table
 
-        table = Table(title=f"{plan}: fused predictions ({backend} backend)")
+        table = Table(title=f"{plan}: fused predictions ({backend} backend, batch of {result.batch})")
         for col in ("input", "class", "score", f"top {top}"):
             table.add_column(col)
         for name, prediction in zip(names, result.predictions):

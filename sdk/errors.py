@@ -77,3 +77,19 @@ def rebuild_error(class_name: str, message: str) -> EdgeVitError:
 
 class UnsupportedOperationError(EdgeVitError):
     """An artifact uses an operation that an edgevit component does not implement."""
+
+
+class DeadlineError(EdgeVitError):
+    """A sub-model of a split plan did not answer before the request's deadline."""
+
+    exit_code = 1
+
+
+class WorkerError(EdgeVitError):
+    """A sub-model's worker failed or died, and failed again after one restart and retry."""
+
+    exit_code = 1
+
+
+class ClusterError(EdgeVitError):
+    """The distributed engine cannot run the plan: unreachable, or a device is absent."""

@@ -65,3 +65,44 @@ def photo() -> Path:
     path = Path(sklearn.datasets.__file__).parent / "images" / "china.jpg"
     assert path.is_file()
     return path
+
+
+# --- ED-ViT: a tiny trained DeiT and a 3-way split plan, shared by the split and run tests ---
+
+TINY = dict(img_size=16, patch_size=4, embed_dim=48, depth=2, num_heads=2)
+
+
+def tiny_vit(name: str = "deit_tiny", classes: int = 10):
+    """A 2-block DeiT at 16x16 (patch 4, width 48) for ED-ViT tests."""
+    import edgevit
+
+    return edgevit.create_model(name, num_classes=classes, **TINY)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A tiny DeiT trained briefly on digits at 16x16 (seconds)."""
+    import torch
+
+    from edgevit.edvit.data import load_dataset
+    from edgevit.edvit.train import fit
+
+    torch.manual_seed(0)
+    data = load_dataset("digits", 16)
+    vit = tiny_vit()
+    fit(vit, data.x_train, data.y_train, epochs=10, lr=3e-3)
+    return vit, data
+
+
+@pytest.fixture(scope="session")
+def plan(trained, tmp_path_factory):
+    """A confusion split into 3 sub-models on a jetson (ONNX) and a pi (TFLite)."""
+    import edgevit
+    from edgevit.edvit import Device
+
+    vit, data = trained
+    out = tmp_path_factory.mktemp("edvit") / "plan"
+    devices = [Device("jetson", 1.0, speed=2.0), Device("pi", 1.0, speed=1.0, target="tflite")]
+    return edgevit.split(vit, data, 3, devices=devices, budget=0.4, output=out, finetune_epochs=3,
+                         fusion_epochs=20, partition="confusion")
+

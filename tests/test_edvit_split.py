@@ -19,16 +19,10 @@ from edgevit.edvit.prune import (
     KeepPlan, backbone_parameters, keep_fraction, measure_importance, prune, prune_to_budget,
 )
 from edgevit.edvit.checkpoint import save_checkpoint
-from edgevit.edvit.train import accuracy, fit, predict
+from edgevit.edvit.train import accuracy, predict
 from edgevit.errors import InputError, UnsupportedModelError
 
-from .conftest import assert_clean_failure, run_cli
-
-TINY = dict(img_size=16, patch_size=4, embed_dim=48, depth=2, num_heads=2)
-
-
-def tiny_vit(name: str = "deit_tiny", classes: int = 10):
-    return edgevit.create_model(name, num_classes=classes, **TINY)
+from .conftest import assert_clean_failure, run_cli, tiny_vit
 
 
 def samples(n: int = 12, classes: int = 10, seed: int = 0):
@@ -190,25 +184,6 @@ def test_devices_parse_and_refuse_bad_entries():
 
 # --- end to end ----------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A tiny DeiT trained briefly on digits at 16x16 (seconds)."""
-    torch.manual_seed(0)
-    data = load_dataset("digits", 16)
-    vit = tiny_vit()
-    fit(vit, data.x_train, data.y_train, epochs=10, lr=3e-3)
-    return vit, data
-
-
-@pytest.fixture(scope="module")
-def plan(trained, tmp_path_factory):
-    vit, data = trained
-    out = tmp_path_factory.mktemp("edvit") / "plan"
-    devices = [Device("jetson", 1.0, speed=2.0), Device("pi", 1.0, speed=1.0, target="tflite")]
-    return edgevit.split(vit, data, 3, devices=devices, budget=0.4, output=out, finetune_epochs=3,
-                         fusion_epochs=20, partition="confusion")
-
-
 def test_split_writes_a_verified_plan(plan, trained):
     vit, data = trained
     full = accuracy(predict(vit, data.x_test), data.y_test)
@@ -354,142 +329,6 @@ def test_cli_split_bad_inputs_fail_in_one_line(tmp_path, trained):
     assert_clean_failure(run_cli(*common[:-1], "11", "--model", "deit_tiny", cwd=tmp_path),
                          contains="between 1 and the number of classes")
     assert not (tmp_path / "edvit_plan").exists()
-
-
-def test_plan_inputs_from_images_and_arrays(plan, tmp_path, trained):
-    """Images are resized and normalized like the training data; .npy arrays are checked."""
-    from PIL import Image
-
-    from edgevit.edvit.data import read_rgb
-    from edgevit.edvit.inputs import prepare_inputs
-
-    _, data = trained
-    image = tmp_path / "digit.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(image)
-    np.save(tmp_path / "one.npy", data.x_test[0])
-    np.save(tmp_path / "two.npy", data.x_test[:2])
-    batch, names = prepare_inputs(plan, [image, tmp_path / "one.npy", tmp_path / "two.npy"])
-    assert batch.shape == (4, 3, 16, 16) and batch.dtype == np.float32
-    assert names == [str(image), str(tmp_path / "one.npy"), f"{tmp_path / 'two.npy'}[0]", f"{tmp_path / 'two.npy'}[1]"]
-    expected = (read_rgb(image, 16, 16) - np.float32(data.mean[0])) / np.float32(data.std[0])
-    assert np.allclose(batch[0], expected, atol=1e-6)
-    assert np.array_equal(batch[1:], np.concatenate([data.x_test[:1], data.x_test[:2]]))
-    np.save(tmp_path / "f64.npy", data.x_test[0].astype(np.float64))
-    np.save(tmp_path / "shape.npy", data.x_test[0][:, :8])
-    np.save(tmp_path / "nan.npy", np.full((3, 16, 16), np.nan, dtype=np.float32))
-    (tmp_path / "notes.txt").write_text("x")
-    for bad, message in (("f64.npy", "expected float32"), ("shape.npy", "expected shape"),
-                         ("nan.npy", "NaN"), ("notes.txt", "inputs are images"), ("gone.png", "not found")):
-        with pytest.raises(InputError, match=message):
-            prepare_inputs(plan, [tmp_path / bad])
-
-
-def test_local_run_equals_the_artifacts_run_one_by_one(plan, trained):
-    from edgevit.edvit.runner import run_plan
-
-    _, data = trained
-    x = data.x_test[:5]
-    result = run_plan(plan.directory, x)
-    assert np.array_equal(edgevit.run_plan(plan.directory, x).logits, result.logits)
-    subs = [edgevit.load(plan.artifact_path(s.name)) for s in plan.submodels]
-    fusion = edgevit.load(plan.artifact_path("fusion"))
-    for i, row in enumerate(x):
-        features = np.concatenate([rt.run(row[None]) for rt in subs], axis=1)
-        assert np.allclose(result.logits[i], fusion.run(features)[0], atol=1e-5)
-    assert [p.index for p in result.predictions] == list(result.logits.argmax(1))
-    assert all(abs(sum(p.scores) - 1) < 1e-6 and p.label == plan.classes[p.index] for p in result.predictions)
-    with pytest.raises(InputError, match="inputs must be float32"):
-        run_plan(plan, x[:, :, :8])
-
-
-class _Slow:
-    """A runtime that answers after ``delay`` seconds, or raises."""
-
-    def __init__(self, inner, delay=0.0, fail=False):
-        self.inner, self.delay, self.fail = inner, delay, fail
-
-    def run(self, x):
-        import time
-
-        time.sleep(self.delay)
-        if self.fail:
-            raise RuntimeError("device lost")
-        return self.inner.run(x)
-
-
-def test_a_slow_or_failing_sub_model_fails_the_request_by_name(plan, trained):
-    import time
-
-    from edgevit.edvit.runner import DeadlineError, run_plan
-
-    _, data = trained
-
-    def loader(delay=0.0, fail=False):
-        def load(path, threads=None):
-            rt = edgevit.load(path, threads=threads)
-            return _Slow(rt, delay, fail) if Path(path).stem == "sub1" else rt
-        return load
-
-    started = time.perf_counter()
-    with pytest.raises(DeadlineError, match="sub-model sub1 within the 0.5 s deadline"):
-        run_plan(plan, data.x_test[:2], deadline_s=0.5, load=loader(delay=3.0))
-    assert time.perf_counter() - started < 2.5  # the deadline, not the slow worker, decides
-    with pytest.raises(edgevit.EdgeVitError, match="sub-model sub1 failed: RuntimeError: device lost"):
-        run_plan(plan, data.x_test[:2], load=loader(fail=True))
-
-
-def test_cli_run_prints_predictions_and_fails_cleanly(plan, trained, tmp_path):
-    _, data = trained
-    np.save(tmp_path / "batch.npy", data.x_test[:3])
-    result = run_cli("--json", "run", "--plan", str(plan.directory), "batch.npy", cwd=tmp_path)
-    assert result.code == 0, result.stderr
-    out = json.loads(result.stdout)
-    assert out["inputs"] == ["batch.npy[0]", "batch.npy[1]", "batch.npy[2]"] and len(out["predictions"]) == 3
-    expected = edgevit.run_plan(plan.directory, data.x_test[:3])
-    assert [p["index"] for p in out["predictions"]] == [p.index for p in expected.predictions]
-    np.save(tmp_path / "wrong.npy", data.x_test[:1, :, :4])
-    assert_clean_failure(run_cli("run", "--plan", str(plan.directory), "wrong.npy", cwd=tmp_path),
-                         contains="expected shape")
-    assert_clean_failure(run_cli("run", "--plan", str(tmp_path), "batch.npy", cwd=tmp_path),
-                         contains="plan.json not found")
-
-
-def test_a_hung_sub_model_does_not_keep_the_process_alive(plan, trained, tmp_path):
-    """After the deadline error the process exits at once, with the worker still stuck."""
-    import subprocess
-    import sys
-    import time
-
-    _, data = trained
-    np.save(tmp_path / "x.npy", data.x_test[:1])
-    script = f"""
-import time, numpy as np, edgevit
-from edgevit.edvit.runner import DeadlineError, run_plan
-
-class Stuck:
-    def run(self, x):
-        time.sleep(120)
-
-def load(path, threads=None):
-    return Stuck() if path.stem == "sub0" else edgevit.load(path, threads=threads)
-
-try:
-    run_plan({str(plan.directory)!r}, np.load({str(tmp_path / 'x.npy')!r}), deadline_s=0.5, load=load)
-except DeadlineError as exc:
-    print("deadline:", exc)
-"""
-    started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=100)
-    assert "deadline: no answer from sub-model sub0" in done.stdout, done.stderr
-    assert time.perf_counter() - started < 60  # not the stuck worker's 120 s
-
-
-def test_run_plan_takes_one_path_or_a_loaded_plan(plan, trained, tmp_path):
-    _, data = trained
-    np.save(tmp_path / "x.npy", data.x_test[0])
-    by_path = edgevit.run_plan(plan.directory, str(tmp_path / "x.npy"))
-    by_plan = edgevit.run_plan(plan, [tmp_path / "x.npy"])
-    assert np.array_equal(by_path.logits, by_plan.logits) and by_path.logits.shape == (1, 10)
 
 
 def test_a_checkpoint_is_split_only_with_the_data_it_was_trained_on(trained, tmp_path):

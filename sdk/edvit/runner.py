@@ -1,30 +1,34 @@
-"""Run a split plan: scatter inputs to every sub-model, gather features, fuse.
+"""Run a split plan: scatter inputs to every sub-model, gather their features, fuse.
 
-The local backend runs every sub-model in this process, each on its own thread with its
-own runtime (the artifact for its device's target), so that sub-models compute in
-parallel; a request that is not answered by its deadline fails with an error naming the
-sub-models that did not answer (it never hangs). Torch-free.
+:class:`PlanSession` starts one worker per sub-model on a backend, ``local`` (threads of
+this process, :mod:`.local`) or ``ray`` (actors on the plan's devices,
+:mod:`.ray_backend`), and answers requests until it is closed. Requests made at the same
+time from several threads are batched: while one batch is out, the requests that arrive
+wait and then go out together as the next one (up to ``max_batch`` inputs), so each
+sub-model is called once per batch instead of once per request. The fusion head runs
+here, on the coordinator. Every request has a deadline; a sub-model that fails or does
+not answer in time fails it with an error naming the sub-model, never a hang.
+:func:`run_plan` is one session for one batch. Torch-free.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import EdgeVitError, InputError, rebuild_error
+from ..errors import DeadlineError, EdgeVitError, InputError
 from ..predict import softmax
 from .plan import SplitPlan, load_plan
+from .scatter import Deadline
 
-
-class DeadlineError(EdgeVitError):
-    """A sub-model did not answer before the request's deadline."""
-
-    exit_code = 1
+BACKENDS = ("local", "ray")
+__all__ = ["BACKENDS", "DeadlineError", "PlanSession", "Prediction", "RunResult", "run_plan"]
 
 
 @dataclass
@@ -39,97 +43,173 @@ class Prediction:
 
 @dataclass
 class RunResult:
-    """Predictions, fused logits (N, classes) and where the time went (ms)."""
+    """Predictions, fused logits (N, classes) and where the time went (ms): ``queue``
+    (waiting for the batch to go out), ``scatter``, ``compute``, ``gather`` (see
+    :mod:`.scatter`), ``fuse`` and ``total``; ``batch`` is how many inputs went out with it."""
 
     predictions: list[Prediction]
     logits: np.ndarray
     classes: list[str]
     timings_ms: dict[str, float] = field(default_factory=dict)
+    batch: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"predictions": [p.__dict__ for p in self.predictions],
                 "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()}}
 
 
-class LocalBackend:
-    """Every sub-model in this process, each with its own runtime (the artifact for its
-    device's target). A request runs each sub-model on a daemon thread, so one that never
-    answers can delay neither the caller past its deadline nor the process's exit."""
+@dataclass
+class _Request:
+    inputs: np.ndarray
+    deadline: Deadline
+    arrived: float = field(default_factory=time.monotonic)
+    done: threading.Event = field(default_factory=threading.Event)
+    result: RunResult | None = None
+    error: BaseException | None = None
 
-    def __init__(self, plan: SplitPlan, *, load: Callable[..., Any] | None = None, threads: int = 1) -> None:
-        if load is None:
-            from edgevit.runtimes.loader import load
-        device_target = {d.name: d.target for d in plan.devices}
-        self.names = [s.name for s in plan.submodels]
-        self.runtimes = [load(plan.artifact_path(n, device_target[plan.assignment[n]]), threads=threads)
-                         for n in self.names]
-        self.fusion = load(plan.artifact_path("fusion"), threads=threads)
 
-    def features(self, batch: np.ndarray, deadline_s: float) -> list[np.ndarray]:
-        """Each sub-model's features for ``batch`` (plan order), computed in parallel."""
-        results: list[Any] = [None] * len(self.names)
-        failures: list[BaseException | None] = [None] * len(self.names)
-        failed = threading.Event()
-        cancelled = threading.Event()
+class PlanSession:
+    """A plan's workers on a backend, answering (batched) requests until closed."""
 
-        def compute(i: int) -> None:
-            try:
-                rows = []
-                for sample in batch:
-                    if cancelled.is_set():
-                        return
-                    rows.append(self.runtimes[i].run(sample[None]))
-                results[i] = np.concatenate(rows)
-            except BaseException as exc:  # reported to the caller, by sub-model name
-                failures[i] = exc
-                failed.set()
+    def __init__(self, plan: SplitPlan | str | Path, backend: str = "local", *, address: str | None = None,
+                 max_batch: int = 32, threads: int = 1, load: Callable[..., Any] | None = None,
+                 startup_timeout_s: float = 120.0) -> None:
+        """Start a worker per sub-model: ``address`` is a Ray cluster's (ray backend only),
+        ``threads`` each runtime's, ``load`` what loads an artifact (default ``edgevit.load``)."""
+        self.plan = plan if isinstance(plan, SplitPlan) else load_plan(plan)
+        if backend not in BACKENDS:
+            raise InputError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+        if address and backend != "ray":
+            raise InputError("an address is for the ray backend; the local backend runs in this process")
+        if max_batch < 1:
+            raise InputError(f"max_batch must be at least 1, got {max_batch}")
+        self.backend_name, self.max_batch = backend, max_batch
+        self._shape = tuple(self.plan.input["shape"][1:])
+        from edgevit.runtimes.loader import load as edgevit_load
 
-        workers = [threading.Thread(target=compute, args=(i,), daemon=True, name=f"edgevit-{n}")
-                   for i, n in enumerate(self.names)]
-        for worker in workers:
-            worker.start()
-        deadline = time.monotonic() + deadline_s
-        for worker in workers:
-            while worker.is_alive() and not failed.is_set() and time.monotonic() < deadline:
-                worker.join(min(0.05, max(0.0, deadline - time.monotonic())))
-        cancelled.set()
-        for name, error in zip(self.names, failures):
-            if isinstance(error, EdgeVitError):  # same class (and exit code), named
-                raise rebuild_error(type(error).__name__, f"sub-model {name}: {error}") from error
-            if error is not None:
-                raise EdgeVitError(f"sub-model {name} failed: {type(error).__name__}: {error}") from error
-        late = [n for n, worker in zip(self.names, workers) if worker.is_alive()]
-        if late:
-            raise DeadlineError(f"no answer from sub-model {', '.join(late)} within the {deadline_s:g} s deadline")
-        return results
+        self.fusion = (load or edgevit_load)(self.plan.artifact_path("fusion"), threads=threads)
+        if backend == "ray":
+            from .ray_backend import RayBackend
 
-    def fuse(self, features: Sequence[np.ndarray]) -> np.ndarray:
+            self.backend: Any = RayBackend(self.plan, address=address, load=load, threads=threads,
+                                           startup_timeout_s=startup_timeout_s)
+        else:
+            from .local import LocalBackend
+
+            self.backend = LocalBackend(self.plan, load=load, threads=threads)
+        self._queue: queue.Queue[_Request | None] = queue.Queue()
+        self._closed = False
+        self._dispatcher = threading.Thread(target=self._dispatch, daemon=True, name="edgevit-dispatch")
+        self._dispatcher.start()
+
+    @property
+    def placement(self) -> list[dict[str, Any]]:
+        """Where each sub-model's worker runs: device, host, pid, runtime."""
+        return self.backend.placement
+
+    def run(self, inputs: np.ndarray, deadline_s: float = 30.0) -> RunResult:
+        """Fused predictions for ``inputs`` (N, C, H, W) float32, within ``deadline_s``."""
+        if self._closed:
+            raise EdgeVitError("this plan session is closed")
+        if not deadline_s > 0:
+            raise InputError(f"the deadline must be positive, got {deadline_s}")
+        if not isinstance(inputs, np.ndarray) or inputs.ndim != 4 or inputs.shape[1:] != self._shape \
+                or inputs.dtype != np.float32 or len(inputs) == 0:
+            got = f"{inputs.dtype} {tuple(inputs.shape)}" if isinstance(inputs, np.ndarray) else type(inputs).__name__
+            raise InputError(f"inputs must be float32 (N, {', '.join(map(str, self._shape))}) with N >= 1, got {got}")
+        if not np.isfinite(inputs).all():
+            raise InputError("inputs contain NaN or inf values")
+        request = _Request(inputs, Deadline.after(deadline_s))
+        self._queue.put(request)
+        # the backend enforces the deadline on a batch; this bounds the wait for one still queued
+        if not request.done.wait(deadline_s + 1.0):
+            raise DeadlineError(f"no answer within the {deadline_s:g} s deadline (queued behind earlier requests)")
+        if request.error is not None:
+            raise request.error
+        assert request.result is not None
+        return request.result
+
+    def _dispatch(self) -> None:
+        """Send queued requests out in batches, one batch at a time, until closed."""
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch, size = [first], len(first.inputs)
+            while size < self.max_batch:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)
+                    break
+                batch.append(more)
+                size += len(more.inputs)
+            self._serve(batch)
+
+    def _serve(self, requests: list[_Request]) -> None:
+        """One batch: every sub-model, then the fusion head; results back to each request."""
+        live = []
+        for request in requests:
+            if request.deadline.remaining <= 0:
+                request.error = DeadlineError(f"no answer within the {request.deadline.seconds:g} s deadline "
+                                              "(queued behind earlier requests)")
+                request.done.set()
+            else:
+                live.append(request)
+        if not live:
+            return
+        try:
+            out = time.monotonic()
+            gathered = self.backend.features(np.concatenate([r.inputs for r in live]),
+                                             min((r.deadline for r in live), key=lambda d: d.at))
+            fuse_start = time.perf_counter()
+            logits = self._fuse(gathered.features)
+            fuse_ms = (time.perf_counter() - fuse_start) * 1000
+        except BaseException as exc:
+            for request in live:
+                request.error = exc
+                request.done.set()
+            return
+        start = 0
+        for request in live:
+            rows = logits[start:start + len(request.inputs)]
+            start += len(request.inputs)
+            timings = {"queue": (out - request.arrived) * 1000, **gathered.timings_ms, "fuse": fuse_ms}
+            timings["total"] = (time.monotonic() - request.arrived) * 1000
+            request.result = self._result(rows, timings, len(logits))
+            request.done.set()
+
+    def _fuse(self, features: list[np.ndarray]) -> np.ndarray:
         """The fusion head on the concatenated features, one input at a time."""
         joined = np.concatenate(features, axis=1).astype(np.float32)
         return np.concatenate([self.fusion.run(row[None]) for row in joined])
 
+    def _result(self, logits: np.ndarray, timings: dict[str, float], batch: int) -> RunResult:
+        scores = softmax(logits.astype(np.float64))
+        predictions = [Prediction(int(row.argmax()), self.plan.classes[int(row.argmax())], float(row.max()),
+                                  [float(v) for v in row]) for row in scores]
+        return RunResult(predictions, logits, list(self.plan.classes), timings, batch)
+
+    def close(self) -> None:
+        """Stop the dispatcher and the backend's workers (Ray actors included)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self.backend.close()
+
+    def __enter__(self) -> "PlanSession":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
 
 def run_plan(plan: SplitPlan | str | Path, inputs: np.ndarray, *, backend: str = "local",
              deadline_s: float = 30.0, **options: Any) -> RunResult:
-    """Fused predictions of a split plan for a batch ``inputs`` (N, C, H, W) float32."""
-    if not isinstance(plan, SplitPlan):
-        plan = load_plan(plan)
-    if backend != "local":
-        raise InputError(f"unknown backend {backend!r}: this edgevit runs plans on the local backend")
-    if not deadline_s > 0:
-        raise InputError(f"the deadline must be positive, got {deadline_s}")
-    expected = tuple(plan.input["shape"][1:])
-    if inputs.ndim != 4 or inputs.shape[1:] != expected or inputs.dtype != np.float32:
-        raise InputError(f"inputs must be float32 (N, {', '.join(map(str, expected))}), got "
-                         f"{inputs.dtype} {tuple(inputs.shape)}")
-    runner = LocalBackend(plan, **options)
-    started = time.perf_counter()
-    features = runner.features(inputs, deadline_s)
-    computed = time.perf_counter()
-    logits = runner.fuse(features)
-    fused = time.perf_counter()
-    scores = softmax(logits.astype(np.float64))
-    predictions = [Prediction(int(row.argmax()), plan.classes[int(row.argmax())], float(row.max()),
-                              [float(v) for v in row]) for row in scores]
-    return RunResult(predictions, logits, list(plan.classes),
-                     {"submodels": (computed - started) * 1000, "fuse": (fused - computed) * 1000})
+    """Fused predictions of a split plan for a batch ``inputs`` (N, C, H, W) float32: a
+    session started for this call and closed after it, on success or failure."""
+    with PlanSession(plan, backend, **options) as session:
+        return session.run(inputs, deadline_s)

@@ -1,0 +1,169 @@
+"""The Ray backend: each sub-model is a Ray actor on the node of the device the plan gives it.
+
+A device is a node that offers a custom resource named after it (``ray start ...
+--resources='{"jetson": 1}'``); an actor asks for a sliver of that resource, so it lands
+there and several sub-models can share a device. The actor is a :class:`SubModelWorker`:
+it gets the artifact's bytes, checks them against the plan's SHA-256 on the node and
+loads them with ``edgevit.load`` (each device its own runtime, no torch). Start-up fails
+at once, naming the device, when the cluster has no node for a device of the plan.
+
+Faults: actors are created with one restart and one task retry, so a worker killed
+mid-request is restarted by Ray and the request retried once (requests are idempotent);
+a second death fails the request with a WorkerError naming the sub-model. Requests have
+deadlines (``ray.wait``); late tasks are cancelled. ``close`` kills every actor, and
+shuts Ray down if this backend started it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..errors import ClusterError, EdgeVitError, MissingDependencyError, WorkerError, first_line
+from .plan import SplitPlan
+from .scatter import Deadline, Gathered, gather
+from .worker import SubModelWorker, WorkerSpec, named_error
+
+DEVICE_SHARE = 0.001  # of a device's resource per sub-model: any number of sub-models fit
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise MissingDependencyError("ray", "distributed", "for the ray backend") from None
+    return ray
+
+
+class RayBackend:
+    """Runs a plan's sub-models as Ray actors on their devices (see the module doc)."""
+
+    name = "ray"
+
+    def __init__(self, plan: SplitPlan, *, address: str | None = None, load: Callable[..., Any] | None = None,
+                 threads: int = 1, restarts: int = 1, startup_timeout_s: float = 120.0) -> None:
+        self.ray = ray = _ray()
+        self.names = [s.name for s in plan.submodels]
+        self.devices = [plan.assignment[n] for n in self.names]
+        self.restarts = restarts
+        self.actors: list[Any] = []
+        self.started_ray = False
+        try:
+            self._connect(plan, address)
+            self._check_devices(address)
+            worker = ray.remote(SubModelWorker)
+            for name, device in zip(self.names, self.devices):
+                options = dict(resources={device: DEVICE_SHARE}, num_cpus=0, max_concurrency=1,
+                               max_restarts=restarts, max_task_retries=restarts)
+                self.actors.append(worker.options(**options).remote(WorkerSpec.from_plan(plan, name, threads), load))
+            self.placement = self._start(startup_timeout_s)
+        except BaseException:
+            self.close()
+            raise
+
+    def _connect(self, plan: SplitPlan, address: str | None) -> None:
+        """Join the cluster at ``address`` (or RAY_ADDRESS), keep a running Ray, or start one
+        on this machine that offers every device of the plan (a one-machine rehearsal)."""
+        ray = self.ray
+        if ray.is_initialized():
+            return
+        quiet = dict(logging_level=logging.ERROR, log_to_driver=False, include_dashboard=False)
+        address = address or os.environ.get("RAY_ADDRESS")
+        try:
+            if address:
+                ray.init(address=address, **quiet)
+            else:
+                ray.init(resources={d.name: 1 for d in plan.devices}, **quiet)
+        except Exception as exc:
+            where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+            raise ClusterError(f"cannot start or join {where}: {first_line(exc)}") from None
+        self.started_ray = True
+
+    def _check_devices(self, address: str | None) -> None:
+        """Every device that runs a sub-model must be a resource some live node offers."""
+        offered = self.ray.cluster_resources()
+        for device in dict.fromkeys(self.devices):
+            if device not in offered:
+                where = f" at {address}" if address else ""
+                raise ClusterError(
+                    f"device {device!r} is not in the Ray cluster{where}: no node offers the resource {device!r} "
+                    f"(on that device run: ray start --address=<head>:6379 --resources='{{\"{device}\": 1}}')")
+
+    def _start(self, timeout_s: float) -> list[dict[str, Any]]:
+        """Each actor checks and loads its artifact; the first failure (or silence) is raised."""
+        ray = self.ray
+        refs = [actor.start.remote() for actor in self.actors]
+        index = {ref: i for i, ref in enumerate(refs)}
+        deadline = time.monotonic() + timeout_s
+        placement: list[Any] = [None] * len(refs)
+        pending = list(refs)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+            if not ready:
+                late = ", ".join(f"{self.names[index[r]]} on {self.devices[index[r]]}" for r in pending)
+                raise ClusterError(f"sub-model {late} did not start within {timeout_s:g} s "
+                                   "(is the device's node up, with ray and the device's runtime installed?)")
+            i = index[ready[0]]
+            try:
+                placement[i] = ray.get(ready[0])
+            except Exception as exc:
+                raise self._error(i, exc) from None
+        return placement
+
+    def features(self, batch: np.ndarray, deadline: Deadline) -> Gathered:
+        """Every sub-model's features for ``batch``, computed on its device, within the deadline."""
+        ray = self.ray
+        sent = time.time()
+        shared = ray.put(batch)  # one copy in the object store, fetched by each node
+        refs = [actor.run.remote(shared) for actor in self.actors]
+        index = {ref: i for i, ref in enumerate(refs)}
+        pending = list(refs)
+
+        def next_done(timeout: float):
+            nonlocal pending
+            ready, pending = ray.wait(pending, num_returns=1, timeout=timeout)
+            if not ready:
+                return None
+            i = index[ready[0]]
+            try:
+                return i, ray.get(ready[0])
+            except Exception as exc:
+                return i, self._error(i, exc)
+
+        def abandon(late: Sequence[int]) -> None:
+            for i in late:
+                try:
+                    ray.cancel(refs[i])
+                except Exception:  # already finished or not cancellable: it is ignored
+                    pass
+
+        return gather(self.names, next_done, sent, deadline, abandon)
+
+    def _error(self, i: int, exc: BaseException) -> EdgeVitError:
+        """A Ray failure of sub-model ``i`` as one edgevit error naming it and its device."""
+        exceptions = self.ray.exceptions
+        name, device = self.names[i], self.devices[i]
+        if isinstance(exc, exceptions.RayTaskError) and isinstance(exc.cause, BaseException):
+            exc = exc.cause  # what the worker raised (PlanError, InputError, a runtime's error)
+        if isinstance(exc, EdgeVitError):
+            return named_error(name, exc)
+        if isinstance(exc, exceptions.RayActorError):
+            return WorkerError(f"sub-model {name}: its worker on device {device!r} died and did not come back "
+                               f"after {self.restarts} restart(s) (the request was retried {self.restarts} time(s))")
+        return WorkerError(f"sub-model {name} on device {device!r} failed: {type(exc).__name__}: {first_line(exc)}")
+
+    def close(self) -> None:
+        """Kill every actor; shut Ray down if this backend started it."""
+        for actor in self.actors:
+            try:
+                self.ray.kill(actor, no_restart=True)
+            except Exception:  # already dead
+                pass
+        self.actors = []
+        if self.started_ray and self.ray.is_initialized():
+            self.ray.shutdown()
+            self.started_ray = False

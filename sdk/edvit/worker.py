@@ -1,0 +1,117 @@
+"""One sub-model's worker: checks its artifact against the plan, loads it, runs batches.
+
+The same class runs on a thread of this process (local backend) and as a Ray actor on a
+device (ray backend). It is given the artifact's bytes, so devices need no shared files,
+and it refuses bytes whose SHA-256 is not the plan's before it loads anything. Its
+constructor never fails: a worker restarted after a crash is built again from the same
+spec and loads on first use. Torch-free: this is what runs on the devices.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import ArtifactError, DeadlineError, EdgeVitError, WorkerError, first_line
+from .plan import PlanError, SplitPlan
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a worker needs: the sub-model's name and device, its artifact (bytes) and checksum."""
+
+    name: str
+    device: str
+    filename: str
+    sha256: str
+    blob: bytes
+    threads: int = 1
+
+    @classmethod
+    def from_plan(cls, plan: SplitPlan, name: str, threads: int = 1) -> "WorkerSpec":
+        """The spec of sub-model ``name``: the artifact for its device's target, read from disk."""
+        device = plan.assignment[name]
+        target = next(d.target for d in plan.devices if d.name == device)
+        entry = next(s for s in plan.submodels if s.name == name)
+        path = plan.artifact_path(name, target)
+        try:
+            blob = path.read_bytes()
+        except OSError as exc:
+            raise ArtifactError(f"cannot read {path}: {first_line(exc)}") from None
+        return cls(name, device, path.name, entry.artifacts[target].sha256, blob, threads)
+
+
+@dataclass
+class Batch:
+    """A worker's answer: features (N, D) and when it started and ended (``time.time()``)."""
+
+    features: np.ndarray
+    started: float
+    ended: float
+
+
+class SubModelWorker:
+    """Verifies, loads and runs one sub-model's artifact (see the module doc)."""
+
+    def __init__(self, spec: WorkerSpec, load: Callable[..., Any] | None = None) -> None:
+        self.spec = spec
+        self._load = load
+        self.runtime: Any = None
+
+    def start(self) -> dict[str, Any]:
+        """Check the artifact's SHA-256, load it with its runtime; say where and how it runs."""
+        spec = self.spec
+        digest = hashlib.sha256(spec.blob).hexdigest()
+        if digest != spec.sha256:
+            raise PlanError(f"sub-model {spec.name}: artifact {spec.filename} does not match the plan "
+                            f"(SHA-256 {digest[:16]}..., the plan says {spec.sha256[:16]}...); copy the plan again")
+        load = self._load
+        if load is None:
+            from edgevit.runtimes.loader import load
+        with tempfile.TemporaryDirectory(prefix="edgevit-worker-") as scratch:
+            path = Path(scratch) / spec.filename  # the runtimes read it whole while loading
+            path.write_bytes(spec.blob)
+            self.runtime = load(path, threads=spec.threads)
+            runtime = self.runtime.describe() if hasattr(self.runtime, "describe") else type(self.runtime).__name__
+        return {"submodel": spec.name, "device": spec.device, "host": socket.gethostname(), "pid": os.getpid(),
+                "runtime": runtime, "torch_loaded": "torch" in sys.modules}
+
+    def run(self, batch: np.ndarray, stop: Callable[[], bool] = lambda: False) -> Batch:
+        """Features of ``batch`` (N, C, H, W): one runtime call per sample, unless the artifact
+        takes any batch size; ``stop()`` abandons the batch between samples."""
+        if self.runtime is None:
+            self.start()
+        started = time.time()
+        dims = getattr(self.runtime, "inputs", None)
+        if dims and dims[0].shape and dims[0].shape[0] is None:
+            features = self.runtime.run(batch)
+        else:
+            rows = []
+            for sample in batch:
+                if stop():
+                    raise DeadlineError(f"sub-model {self.spec.name}: abandoned at the deadline")
+                rows.append(self.runtime.run(sample[None]))
+            features = np.concatenate(rows)
+        return Batch(np.asarray(features, dtype=np.float32), started, time.time())
+
+
+def named_error(name: str, error: BaseException, retried: bool = False) -> EdgeVitError:
+    """``error`` from sub-model ``name`` as one edgevit error that names it: the same class
+    for edgevit errors (so exit codes survive), a WorkerError for anything else."""
+    if isinstance(error, EdgeVitError):
+        if str(error).startswith(f"sub-model {name}"):
+            return error
+        named = type(error).__new__(type(error))
+        Exception.__init__(named, f"sub-model {name}: {error}")
+        return named
+    again = " again after a restart (the request was retried once)" if retried else ""
+    return WorkerError(f"sub-model {name} failed{again}: {type(error).__name__}: {first_line(error)}")

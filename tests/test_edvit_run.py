@@ -1,0 +1,176 @@
+"""Running a split plan: inputs, the local backend, batching, and its faults (the Ray
+backend's are in test_edvit_ray.py)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import edgevit
+from edgevit.edvit import PlanError, load_plan
+from edgevit.edvit.runner import PlanSession, run_plan
+from edgevit.errors import DeadlineError, EdgeVitError, InputError, WorkerError
+
+from .conftest import assert_clean_failure, run_cli
+from .fault_runtimes import FaultyLoader
+
+
+def test_plan_inputs_from_images_and_arrays(plan, tmp_path, trained):
+    """Images are resized and normalized like the training data; .npy arrays are checked."""
+    from PIL import Image
+
+    from edgevit.edvit.data import read_rgb
+    from edgevit.edvit.inputs import prepare_inputs
+
+    _, data = trained
+    image = tmp_path / "digit.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(image)
+    np.save(tmp_path / "one.npy", data.x_test[0])
+    np.save(tmp_path / "two.npy", data.x_test[:2])
+    batch, names = prepare_inputs(plan, [image, tmp_path / "one.npy", tmp_path / "two.npy"])
+    assert batch.shape == (4, 3, 16, 16) and batch.dtype == np.float32
+    assert names == [str(image), str(tmp_path / "one.npy"), f"{tmp_path / 'two.npy'}[0]", f"{tmp_path / 'two.npy'}[1]"]
+    expected = (read_rgb(image, 16, 16) - np.float32(data.mean[0])) / np.float32(data.std[0])
+    assert np.allclose(batch[0], expected, atol=1e-6)
+    assert np.array_equal(batch[1:], np.concatenate([data.x_test[:1], data.x_test[:2]]))
+    np.save(tmp_path / "f64.npy", data.x_test[0].astype(np.float64))
+    np.save(tmp_path / "shape.npy", data.x_test[0][:, :8])
+    np.save(tmp_path / "nan.npy", np.full((3, 16, 16), np.nan, dtype=np.float32))
+    (tmp_path / "notes.txt").write_text("x")
+    for bad, message in (("f64.npy", "expected float32"), ("shape.npy", "expected shape"),
+                         ("nan.npy", "NaN"), ("notes.txt", "inputs are images"), ("gone.png", "not found")):
+        with pytest.raises(InputError, match=message):
+            prepare_inputs(plan, [tmp_path / bad])
+
+
+def test_local_run_equals_the_artifacts_run_one_by_one(plan, trained):
+    _, data = trained
+    x = data.x_test[:5]
+    result = run_plan(plan.directory, x)
+    assert np.array_equal(edgevit.run_plan(plan.directory, x).logits, result.logits)
+    subs = [edgevit.load(plan.artifact_path(s.name)) for s in plan.submodels]
+    fusion = edgevit.load(plan.artifact_path("fusion"))
+    for i, row in enumerate(x):
+        features = np.concatenate([rt.run(row[None]) for rt in subs], axis=1)
+        assert np.allclose(result.logits[i], fusion.run(features)[0], atol=1e-5)
+    assert [p.index for p in result.predictions] == list(result.logits.argmax(1))
+    assert all(abs(sum(p.scores) - 1) < 1e-6 and p.label == plan.classes[p.index] for p in result.predictions)
+    with pytest.raises(InputError, match="inputs must be float32"):
+        run_plan(plan, x[:, :, :8])
+
+
+def test_a_slow_sub_model_fails_the_request_by_name_at_its_deadline(plan, trained):
+    _, data = trained
+    started = time.perf_counter()
+    with pytest.raises(DeadlineError, match="no answer from sub-model sub1 within the 0.5 s deadline"):
+        run_plan(plan, data.x_test[:2], deadline_s=0.5, load=FaultyLoader("sub1", delay=3.0))
+    assert time.perf_counter() - started < 2.5  # the deadline, not the slow worker, decides
+
+
+def test_a_failed_worker_is_restarted_and_the_request_retried_once(plan, trained):
+    _, data = trained
+    expected = run_plan(plan, data.x_test[:3]).logits
+    once = FaultyLoader("sub1", fail="once")
+    with PlanSession(plan, load=once) as session:
+        result = session.run(data.x_test[:3])
+        assert session.backend.restarts == [0, 1, 0] and once.loads == 2  # loaded again, from its spec
+    assert np.allclose(result.logits, expected, atol=1e-5)
+    always = FaultyLoader("sub1", fail="always")
+    started = time.perf_counter()
+    with pytest.raises(WorkerError, match="sub-model sub1 failed again after a restart .*RuntimeError: device lost"):
+        run_plan(plan, data.x_test[:2], deadline_s=20, load=always)
+    assert always.failures == 2 and time.perf_counter() - started < 20
+
+
+def test_an_artifact_that_does_not_match_the_plan_is_refused_at_start_up(plan, tmp_path):
+    copy = load_plan(shutil.copytree(plan.directory, tmp_path / "plan"))
+    artifact = copy.artifact_path("sub0")
+    artifact.write_bytes(artifact.read_bytes()[:-1] + b"\0")  # one byte changed after the plan was checked
+    with pytest.raises(PlanError, match="sub-model sub0: artifact sub0.onnx does not match the plan"):
+        PlanSession(copy)
+
+
+def test_concurrent_requests_are_batched_with_the_same_results(plan, trained):
+    _, data = trained
+    x = data.x_test[:8]
+    expected = run_plan(plan, x).logits
+    with PlanSession(plan, load=FaultyLoader("sub0", delay=0.05)) as session:
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda i: session.run(x[i:i + 1]), range(8)))
+    assert np.allclose(np.concatenate([r.logits for r in results]), expected, atol=1e-5)
+    assert max(r.batch for r in results) > 1  # requests that waited went out together
+    assert all(set(r.timings_ms) == {"queue", "scatter", "compute", "gather", "fuse", "total"} for r in results)
+
+
+def test_session_inputs_and_options_are_checked(plan, trained):
+    _, data = trained
+    with PlanSession(plan) as session:
+        for bad, message in ((data.x_test[:1, :, :8], "inputs must be float32"),
+                             (data.x_test[:0], "N >= 1"), (np.full_like(data.x_test[:1], np.nan), "NaN")):
+            with pytest.raises(InputError, match=message):
+                session.run(bad)
+    with pytest.raises(EdgeVitError, match="closed"):
+        session.run(data.x_test[:1])
+    with pytest.raises(InputError, match="unknown backend 'grpc'"):
+        PlanSession(plan, "grpc")
+    with pytest.raises(InputError, match="an address is for the ray backend"):
+        PlanSession(plan, address="10.0.0.1:6379")
+
+
+def test_cli_run_prints_predictions_and_fails_cleanly(plan, trained, tmp_path):
+    _, data = trained
+    np.save(tmp_path / "batch.npy", data.x_test[:3])
+    result = run_cli("--json", "run", "--plan", str(plan.directory), "batch.npy", cwd=tmp_path)
+    assert result.code == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["inputs"] == ["batch.npy[0]", "batch.npy[1]", "batch.npy[2]"] and len(out["predictions"]) == 3
+    expected = edgevit.run_plan(plan.directory, data.x_test[:3])
+    assert [p["index"] for p in out["predictions"]] == [p.index for p in expected.predictions]
+    np.save(tmp_path / "wrong.npy", data.x_test[:1, :, :4])
+    assert_clean_failure(run_cli("run", "--plan", str(plan.directory), "wrong.npy", cwd=tmp_path),
+                         contains="expected shape")
+    assert_clean_failure(run_cli("run", "--plan", str(tmp_path), "batch.npy", cwd=tmp_path),
+                         contains="plan.json not found")
+
+
+def test_a_hung_sub_model_does_not_keep_the_process_alive(plan, trained, tmp_path):
+    """After the deadline error the process exits at once, with the worker still stuck."""
+    import subprocess
+    import sys
+    import time
+
+    _, data = trained
+    np.save(tmp_path / "x.npy", data.x_test[:1])
+    script = f"""
+import time, numpy as np, edgevit
+from edgevit.edvit.runner import DeadlineError, run_plan
+
+class Stuck:
+    def run(self, x):
+        time.sleep(120)
+
+def load(path, threads=None):
+    return Stuck() if path.stem == "sub0" else edgevit.load(path, threads=threads)
+
+try:
+    run_plan({str(plan.directory)!r}, np.load({str(tmp_path / 'x.npy')!r}), deadline_s=0.5, load=load)
+except DeadlineError as exc:
+    print("deadline:", exc)
+"""
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=100)
+    assert "deadline: no answer from sub-model sub0" in done.stdout, done.stderr
+    assert time.perf_counter() - started < 60  # not the stuck worker's 120 s
+
+
+def test_run_plan_takes_one_path_or_a_loaded_plan(plan, trained, tmp_path):
+    _, data = trained
+    np.save(tmp_path / "x.npy", data.x_test[0])
+    by_path = edgevit.run_plan(plan.directory, str(tmp_path / "x.npy"))
+    by_plan = edgevit.run_plan(plan, [tmp_path / "x.npy"])
+    assert np.array_equal(by_path.logits, by_plan.logits) and by_path.logits.shape == (1, 10)
