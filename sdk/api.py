@@ -174,10 +174,12 @@ def load_plan(plan_dir: str | Path, *, verify_checksums: bool = True):
 
 def run_plan(plan_dir: Any, inputs: Any, *, backend: str = "local", deadline_s: float = 30.0, **options: Any):
     """Run a split plan (a directory or a loaded SplitPlan) on ``inputs`` (a float32 batch
-    (N, C, H, W), or one or more image / .npy paths):
-    every sub-model in parallel, then the fusion head. Returns a RunResult (predictions
-    with softmax scores, fused logits, timings). A sub-model that does not answer within
-    ``deadline_s`` fails the call with an error naming it."""
+    (N, C, H, W), or one or more image / .npy paths): every sub-model in parallel, then
+    the fusion head. ``backend`` is "local" (threads of this process) or "ray" (actors on
+    the plan's devices; ``address=`` joins a cluster). Returns a RunResult (predictions
+    with softmax scores, fused logits, timings, where each sub-model ran). A sub-model
+    that fails twice or does not answer within ``deadline_s`` fails the call with an error
+    naming it. For many requests, keep the workers up with ``edgevit.open_plan``."""
     import numpy as np
 
     from .edvit.inputs import prepare_inputs
@@ -190,3 +192,13 @@ def run_plan(plan_dir: Any, inputs: Any, *, backend: str = "local", deadline_s: 
         inputs = [inputs]
     batch = inputs if isinstance(inputs, np.ndarray) else prepare_inputs(plan, list(inputs))[0]
     return _run_plan(plan, batch, backend=backend, deadline_s=deadline_s, **options)
+
+
+def open_plan(plan_dir: Any, backend: str = "local", **options: Any):
+    """Start a split plan's workers once and keep them up: a PlanSession whose
+    ``run(batch, deadline_s)`` may be called from many threads (concurrent requests are
+    batched); close it, or use it as a context manager. Options as for :func:`run_plan`
+    (``address``, ``max_batch``, ``threads``)."""
+    from .edvit.runner import PlanSession
+
+    return PlanSession(plan_dir, backend, **options)

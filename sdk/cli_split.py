@@ -114,6 +114,8 @@ def run_command(
                           ", ".join(f"{result.classes[i]} {prediction.scores[i]:.3f}" for i in ranked))
         console = _console()
         console.print(table)
+        console.print("workers: " + ", ".join(f"{w['submodel']} on {w['device']} ({w['host']}, {w['runtime']})"
+                                              for w in result.workers))
         console.print("time: " + ", ".join(f"{k} {v:.1f} ms" for k, v in result.timings_ms.items()))
 
     _emit({"inputs": names, **result.to_dict()}, human)

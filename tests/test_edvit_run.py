@@ -99,12 +99,13 @@ def test_concurrent_requests_are_batched_with_the_same_results(plan, trained):
     _, data = trained
     x = data.x_test[:8]
     expected = run_plan(plan, x).logits
-    with PlanSession(plan, load=FaultyLoader("sub0", delay=0.05)) as session:
+    with edgevit.open_plan(plan.directory, load=FaultyLoader("sub0", delay=0.05)) as session:
         with ThreadPoolExecutor(8) as pool:
             results = list(pool.map(lambda i: session.run(x[i:i + 1]), range(8)))
     assert np.allclose(np.concatenate([r.logits for r in results]), expected, atol=1e-5)
     assert max(r.batch for r in results) > 1  # requests that waited went out together
     assert all(set(r.timings_ms) == {"queue", "scatter", "compute", "gather", "fuse", "total"} for r in results)
+    assert [w["submodel"] for w in results[0].workers] == ["sub0", "sub1", "sub2"]
 
 
 def test_session_inputs_and_options_are_checked(plan, trained):

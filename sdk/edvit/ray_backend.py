@@ -16,6 +16,7 @@ shuts Ray down if this backend started it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -26,9 +27,30 @@ import numpy as np
 from ..errors import ClusterError, EdgeVitError, MissingDependencyError, WorkerError, first_line
 from .plan import SplitPlan
 from .scatter import Deadline, Gathered, gather
-from .worker import SubModelWorker, WorkerSpec, named_error
+from .worker import Batch, SubModelWorker, WorkerSpec, named_error
 
 DEVICE_SHARE = 0.001  # of a device's resource per sub-model: any number of sub-models fit
+INLINE_BYTES = 64 * 1024  # batches up to this size are sent inside each task
+
+
+class RayWorker(SubModelWorker):
+    """A :class:`SubModelWorker` whose artifact bytes stay in Ray's object store. Its
+    constructor takes no object references (Ray cannot promise those to a restarted
+    actor); instead every call carries a reference to the bytes, held by the backend for
+    the actor's life, and a worker with nothing loaded (new, or restarted by Ray) fetches
+    and checks them on its node before it runs."""
+
+    def start(self, blob: list[Any] | None = None) -> dict[str, Any]:
+        if not self.spec.blob and blob:
+            import ray
+
+            self.spec = dataclasses.replace(self.spec, blob=ray.get(blob[0]))
+        return super().start()
+
+    def run(self, batch: np.ndarray, blob: list[Any] | None = None) -> Batch:  # type: ignore[override]
+        if self.runtime is None:
+            self.start(blob)
+        return super().run(batch)
 
 
 def _ray() -> Any:
@@ -51,15 +73,18 @@ class RayBackend:
         self.devices = [plan.assignment[n] for n in self.names]
         self.restarts = restarts
         self.actors: list[Any] = []
+        self.blobs: list[Any] = []  # each actor's artifact bytes, kept for its restarts
         self.started_ray = False
         try:
             self._connect(plan, address)
             self._check_devices(address)
-            worker = ray.remote(SubModelWorker)
+            worker = ray.remote(RayWorker)
             for name, device in zip(self.names, self.devices):
+                spec = WorkerSpec.from_plan(plan, name, threads)
+                self.blobs.append(ray.put(spec.blob))
                 options = dict(resources={device: DEVICE_SHARE}, num_cpus=0, max_concurrency=1,
                                max_restarts=restarts, max_task_retries=restarts)
-                self.actors.append(worker.options(**options).remote(WorkerSpec.from_plan(plan, name, threads), load))
+                self.actors.append(worker.options(**options).remote(dataclasses.replace(spec, blob=b""), load))
             self.placement = self._start(startup_timeout_s)
         except BaseException:
             self.close()
@@ -96,7 +121,7 @@ class RayBackend:
     def _start(self, timeout_s: float) -> list[dict[str, Any]]:
         """Each actor checks and loads its artifact; the first failure (or silence) is raised."""
         ray = self.ray
-        refs = [actor.start.remote() for actor in self.actors]
+        refs = [actor.start.remote([blob]) for actor, blob in zip(self.actors, self.blobs)]
         index = {ref: i for i, ref in enumerate(refs)}
         deadline = time.monotonic() + timeout_s
         placement: list[Any] = [None] * len(refs)
@@ -118,8 +143,9 @@ class RayBackend:
         """Every sub-model's features for ``batch``, computed on its device, within the deadline."""
         ray = self.ray
         sent = time.time()
-        shared = ray.put(batch)  # one copy in the object store, fetched by each node
-        refs = [actor.run.remote(shared) for actor in self.actors]
+        # small batches travel inside the task (Ray inlines them); a big one goes to the object store once
+        shared = batch if batch.nbytes <= INLINE_BYTES else ray.put(batch)
+        refs = [actor.run.remote(shared, [blob]) for actor, blob in zip(self.actors, self.blobs)]
         index = {ref: i for i, ref in enumerate(refs)}
         pending = list(refs)
 
@@ -163,7 +189,7 @@ class RayBackend:
                 self.ray.kill(actor, no_restart=True)
             except Exception:  # already dead
                 pass
-        self.actors = []
+        self.actors, self.blobs = [], []
         if self.started_ray and self.ray.is_initialized():
             self.ray.shutdown()
             self.started_ray = False

@@ -45,17 +45,20 @@ class Prediction:
 class RunResult:
     """Predictions, fused logits (N, classes) and where the time went (ms): ``queue``
     (waiting for the batch to go out), ``scatter``, ``compute``, ``gather`` (see
-    :mod:`.scatter`), ``fuse`` and ``total``; ``batch`` is how many inputs went out with it."""
+    :mod:`.scatter`), ``fuse`` and ``total``; ``batch`` is how many inputs went out with it;
+    ``workers`` says where each sub-model ran (device, host, pid, node, runtime)."""
 
     predictions: list[Prediction]
     logits: np.ndarray
     classes: list[str]
     timings_ms: dict[str, float] = field(default_factory=dict)
     batch: int = 0
+    workers: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"predictions": [p.__dict__ for p in self.predictions],
-                "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()}}
+                "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
+                "batch": self.batch, "workers": self.workers}
 
 
 @dataclass
@@ -190,7 +193,7 @@ class PlanSession:
         scores = softmax(logits.astype(np.float64))
         predictions = [Prediction(int(row.argmax()), self.plan.classes[int(row.argmax())], float(row.max()),
                                   [float(v) for v in row]) for row in scores]
-        return RunResult(predictions, logits, list(self.plan.classes), timings, batch)
+        return RunResult(predictions, logits, list(self.plan.classes), timings, batch, self.placement)
 
     def close(self) -> None:
         """Stop the dispatcher and the backend's workers (Ray actors included)."""

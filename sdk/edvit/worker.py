@@ -82,8 +82,10 @@ class SubModelWorker:
             path.write_bytes(spec.blob)
             self.runtime = load(path, threads=spec.threads)
             runtime = self.runtime.describe() if hasattr(self.runtime, "describe") else type(self.runtime).__name__
+        ray = sys.modules.get("ray")  # inside a Ray actor: the node it was placed on
+        node = ray.get_runtime_context().get_node_id() if ray is not None and ray.is_initialized() else None
         return {"submodel": spec.name, "device": spec.device, "host": socket.gethostname(), "pid": os.getpid(),
-                "runtime": runtime, "torch_loaded": "torch" in sys.modules}
+                "node": node, "runtime": runtime, "torch_loaded": "torch" in sys.modules}
 
     def run(self, batch: np.ndarray, stop: Callable[[], bool] = lambda: False) -> Batch:
         """Features of ``batch`` (N, C, H, W): one runtime call per sample, unless the artifact
