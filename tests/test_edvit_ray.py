@@ -210,6 +210,8 @@ def test_cli_run_on_the_cluster_and_its_errors(cluster, plan, trained, tmp_path)
                                  "x.npy", cwd=tmp_path), contains="device 'phone' is not in the Ray cluster")
     assert_clean_failure(run_cli("run", "--plan", str(plan.directory), "--backend", "grpc", "x.npy", cwd=tmp_path),
                          contains="unknown backend 'grpc'")
+    assert_clean_failure(run_cli("run", "--plan", str(plan.directory), "--backend", "ray", "--address", "127.0.0.1:1",
+                                 "x.npy", cwd=tmp_path, timeout=60), contains="cannot reach the Ray cluster at 127.0.0.1:1")
     assert live_actors() == []
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import socket
 import time
 from typing import Any, Callable, Sequence
 
@@ -61,6 +62,18 @@ def _ray() -> Any:
     return ray
 
 
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast when nothing listens at a cluster address (``ray.init`` would retry for minutes)."""
+    host, _, port = address.split("://")[-1].rpartition(":")
+    if not host or not port.isdigit():
+        host, port = address.split("://")[-1], "6379"
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ClusterError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc} "
+                           "(is 'ray start --head' running there, and the port open?)") from None
+
+
 class RayBackend:
     """Runs a plan's sub-models as Ray actors on their devices (see the module doc)."""
 
@@ -98,6 +111,8 @@ class RayBackend:
             return
         quiet = dict(logging_level=logging.ERROR, log_to_driver=False, include_dashboard=False)
         address = address or os.environ.get("RAY_ADDRESS")
+        if address and address != "auto":
+            _check_reachable(address)
         try:
             if address:
                 ray.init(address=address, **quiet)

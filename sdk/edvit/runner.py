@@ -200,6 +200,14 @@ class PlanSession:
         if self._closed:
             return
         self._closed = True
+        while True:  # requests still queued fail now instead of at their deadline
+            try:
+                request = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if request is not None:
+                request.error = EdgeVitError("the plan session was closed before this request was sent")
+                request.done.set()
         self._queue.put(None)
         self.backend.close()
 
