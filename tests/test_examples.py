@@ -23,3 +23,11 @@ def test_prepbn_digits_accuracy_is_identical_before_and_after_folding(tmp_path):
     assert result["folds"] > 0 and result["norms_left_after_folding"] == []
     assert "(lambda) 0.000" in proc.stderr  # the schedule reached pure RepBN
     assert Path(result["onnx"]).is_file()
+
+
+def test_the_example_devices_file_is_a_valid_placement_for_the_readme_split():
+    """README's 'Split across devices' uses examples/devices.yaml: two devices, one per runtime."""
+    from edgevit.edvit import read_devices
+
+    devices = read_devices(EXAMPLES / "devices.yaml")
+    assert [(d.name, d.target) for d in devices] == [("jetson-orin", "onnx"), ("pi-5", "tflite")]
