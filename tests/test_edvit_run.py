@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -175,3 +176,29 @@ def test_run_plan_takes_one_path_or_a_loaded_plan(plan, trained, tmp_path):
     by_path = edgevit.run_plan(plan.directory, str(tmp_path / "x.npy"))
     by_plan = edgevit.run_plan(plan, [tmp_path / "x.npy"])
     assert np.array_equal(by_path.logits, by_plan.logits) and by_path.logits.shape == (1, 10)
+
+
+def test_closing_a_session_fails_its_queued_requests_at_once(plan, trained):
+    _, data = trained
+    session = PlanSession(plan, load=FaultyLoader("sub0", delay=1.0))
+    outcomes: dict = {}
+
+    def request(key):
+        try:
+            outcomes[key] = session.run(data.x_test[:1], deadline_s=30)
+        except EdgeVitError as exc:
+            outcomes[key] = exc
+
+    first = threading.Thread(target=request, args=("first",))
+    first.start()
+    time.sleep(0.3)  # the first request is out; the second waits in the queue
+    second = threading.Thread(target=request, args=("second",))
+    second.start()
+    time.sleep(0.2)
+    started = time.perf_counter()
+    session.close()
+    second.join(5)
+    assert "closed before this request was sent" in str(outcomes["second"])
+    assert time.perf_counter() - started < 1.0  # not at its 30 s deadline
+    first.join(10)
+    assert outcomes["first"].logits.shape == (1, 10)  # the batch already out still finishes

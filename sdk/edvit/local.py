@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import DeadlineError, InputError
+from ..errors import DeadlineError, EdgeVitError, InputError
 from .plan import SplitPlan
 from .scatter import Deadline, Gathered, gather
 from .worker import Batch, SubModelWorker, WorkerSpec, named_error
@@ -35,6 +35,7 @@ class LocalBackend:
         self.workers = [SubModelWorker(spec, load) for spec in self.specs]
         self.restarts = [0] * len(self.names)
         self.busy = [threading.Lock() for _ in self.names]  # one request at a time per runtime
+        self.closed = False
         self.placement = [w.start() for w in self.workers]
 
     def features(self, batch: np.ndarray, deadline: Deadline) -> Gathered:
@@ -57,7 +58,9 @@ class LocalBackend:
     def _answer(self, i: int, batch: np.ndarray, abandoned: threading.Event, answers: queue.Queue) -> None:
         """Run sub-model ``i`` on ``batch``, restarting its worker and retrying once on failure."""
         with self.busy[i]:
-            if not abandoned.is_set():
+            if self.closed:
+                answers.put((i, EdgeVitError("the plan session was closed")))
+            elif not abandoned.is_set():
                 answers.put((i, self._run(i, batch, abandoned)))
 
     def _run(self, i: int, batch: np.ndarray, abandoned: threading.Event) -> Batch | BaseException:
@@ -80,6 +83,6 @@ class LocalBackend:
         return answer
 
     def close(self) -> None:
-        """Drop the runtimes (daemon threads still running end with the process)."""
-        self.workers = []
+        """Take no more work; a batch still running finishes (its threads end with the process)."""
+        self.closed = True
 

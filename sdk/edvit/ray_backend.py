@@ -104,8 +104,9 @@ class RayBackend:
             raise
 
     def _connect(self, plan: SplitPlan, address: str | None) -> None:
-        """Join the cluster at ``address`` (or RAY_ADDRESS), keep a running Ray, or start one
-        on this machine that offers every device of the plan (a one-machine rehearsal)."""
+        """Use the Ray this process already joined (as is), else join the cluster at
+        ``address`` (or RAY_ADDRESS), else start one on this machine that offers every
+        device of the plan (a one-machine rehearsal)."""
         ray = self.ray
         if ray.is_initialized():
             return
