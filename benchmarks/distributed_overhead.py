@@ -34,7 +34,7 @@ import numpy as np
 from edgevit.edvit.plan import load_plan
 from edgevit.edvit.runner import PlanSession
 
-from _timing import ort_session  # noqa: E402,I001
+from _timing import median_ms, ort_runner, ort_session  # noqa: E402,I001
 
 SPLITS = {2: 0.5, 5: 0.2}  # K: budget, as in edvit_digits.py
 PARTS = ("queue", "scatter", "compute", "gather", "fuse")
@@ -74,14 +74,7 @@ def one_per_device(plan_dir: Path, scratch: Path) -> Path:
 
 def latency_round(sessions: dict, full, x: np.ndarray, runs: int) -> dict[str, dict[str, float]]:
     """Median total and parts (ms) of ``runs`` one-input requests, per configuration."""
-    out = {}
-    feed = {full.get_inputs()[0].name: x}
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        full.run(None, feed)
-        times.append((time.perf_counter() - start) * 1000)
-    out["unsplit"] = {"total": statistics.median(times)}
+    out = {"unsplit": {"total": median_ms(ort_runner(full, x), runs)}}
     for key, session in sessions.items():
         results = [session.run(x) for _ in range(runs)]
         out[key] = {part: statistics.median(r.timings_ms[part] for r in results) for part in (*PARTS, "total")}
@@ -128,11 +121,10 @@ def main() -> None:
         latency_round(sessions, full, x, 5)  # warm-up
         rounds: list[dict] = []
         rates: dict[str, list[float]] = {}
-        feed = {full.get_inputs()[0].name: x}
         for r in range(args.rounds):
             say(f"round {r + 1}/{args.rounds}")
             rounds.append(latency_round(sessions, full, x, args.runs))
-            rates.setdefault("unsplit", []).append(throughput(lambda: full.run(None, feed), args.clients, args.per_client))
+            rates.setdefault("unsplit", []).append(throughput(ort_runner(full, x), args.clients, args.per_client))
             for key, session in sessions.items():
                 for batch in (32, 1):
                     session.max_batch = batch

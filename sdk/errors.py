@@ -65,14 +65,19 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     return line[:limit]
 
 
+def with_message(cls: type[EdgeVitError], message: str) -> EdgeVitError:
+    """An instance of ``cls`` carrying ``message`` as is (past constructors that compose their own)."""
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    return error
+
+
 def rebuild_error(class_name: str, message: str) -> EdgeVitError:
     """Recreate an edgevit error reported by another process (class by name, same message)."""
     cls = globals().get(class_name)
     if not (isinstance(cls, type) and issubclass(cls, EdgeVitError)):
         cls = EdgeVitError
-    error = cls.__new__(cls)
-    Exception.__init__(error, message)
-    return error
+    return with_message(cls, message)
 
 
 class UnsupportedOperationError(EdgeVitError):

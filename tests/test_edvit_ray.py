@@ -10,6 +10,7 @@ import shutil
 import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -101,7 +102,7 @@ def test_sub_models_run_on_their_devices_and_match_the_local_backend(cluster, pl
     with PlanSession(plan, "ray") as session:
         placement = session.placement
         result = session.run(x)
-        with threading_pool(4) as pool:  # concurrent requests, batched
+        with ThreadPoolExecutor(4) as pool:  # concurrent requests, batched
             parts = list(pool.map(lambda i: session.run(x[i:i + 2]), range(0, 6, 2)))
     for where in placement:
         device = plan.assignment[where["submodel"]]
@@ -214,8 +215,3 @@ def test_cli_run_on_the_cluster_and_its_errors(cluster, plan, trained, tmp_path)
                                  "x.npy", cwd=tmp_path, timeout=60), contains="cannot reach the Ray cluster at 127.0.0.1:1")
     assert live_actors() == []
 
-
-def threading_pool(n: int):
-    from concurrent.futures import ThreadPoolExecutor
-
-    return ThreadPoolExecutor(n)

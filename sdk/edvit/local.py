@@ -23,10 +23,11 @@ from .scatter import Deadline, Gathered, gather
 from .worker import Batch, SubModelWorker, WorkerSpec, named_error
 
 
+FINAL = (InputError, DeadlineError)  # failures a restart cannot mend: not retried
+
+
 class LocalBackend:
     """Runs a plan's sub-models in this process (see the module doc)."""
-
-    name = "local"
 
     def __init__(self, plan: SplitPlan, *, load: Callable[..., Any] | None = None, threads: int = 1) -> None:
         self.names = [s.name for s in plan.submodels]
@@ -64,23 +65,23 @@ class LocalBackend:
                 answers.put((i, self._run(i, batch, abandoned)))
 
     def _run(self, i: int, batch: np.ndarray, abandoned: threading.Event) -> Batch | BaseException:
+        first = self._attempt(i, batch, abandoned)
+        if not isinstance(first, Exception) or isinstance(first, FINAL) or abandoned.is_set():
+            return first
+        self.workers[i] = SubModelWorker(self.specs[i], self._load)  # the worker died: restart, retry once
+        self.restarts[i] += 1
+        second = self._attempt(i, batch, abandoned)
+        if not isinstance(second, Exception) or isinstance(second, FINAL):
+            return second
+        error = named_error(self.names[i], second, retried=True)
+        error.__cause__ = first
+        return error
+
+    def _attempt(self, i: int, batch: np.ndarray, abandoned: threading.Event) -> Batch | Exception:
         try:
-            answer: Batch | BaseException = self.workers[i].run(batch, abandoned.is_set)
-        except (InputError, DeadlineError) as exc:
-            answer = exc
-        except Exception as first:  # the worker died: restart it and retry the request once
-            if abandoned.is_set():
-                return first
-            try:
-                self.workers[i] = SubModelWorker(self.specs[i], self._load)
-                self.restarts[i] += 1
-                answer = self.workers[i].run(batch, abandoned.is_set)
-            except (InputError, DeadlineError) as exc:
-                answer = exc
-            except Exception as second:
-                answer = named_error(self.names[i], second, retried=True)
-                answer.__cause__ = first
-        return answer
+            return self.workers[i].run(batch, abandoned.is_set)
+        except Exception as exc:  # handed to the caller, by sub-model name
+            return exc
 
     def close(self) -> None:
         """Take no more work; a batch still running finishes (its threads end with the process)."""

@@ -77,8 +77,6 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
 class RayBackend:
     """Runs a plan's sub-models as Ray actors on their devices (see the module doc)."""
 
-    name = "ray"
-
     def __init__(self, plan: SplitPlan, *, address: str | None = None, load: Callable[..., Any] | None = None,
                  threads: int = 1, restarts: int = 1, startup_timeout_s: float = 120.0) -> None:
         self.ray = ray = _ray()

@@ -26,6 +26,7 @@ from ..errors import DeadlineError, EdgeVitError, InputError
 from ..predict import softmax
 from .plan import SplitPlan, load_plan
 from .scatter import Deadline
+from .worker import run_batch
 
 BACKENDS = ("local", "ray")
 __all__ = ["BACKENDS", "DeadlineError", "PlanSession", "Prediction", "RunResult", "run_plan"]
@@ -86,7 +87,7 @@ class PlanSession:
             raise InputError("an address is for the ray backend; the local backend runs in this process")
         if max_batch < 1:
             raise InputError(f"max_batch must be at least 1, got {max_batch}")
-        self.backend_name, self.max_batch = backend, max_batch
+        self.max_batch = max_batch
         self._shape = tuple(self.plan.input["shape"][1:])
         from edgevit.runtimes.loader import load as edgevit_load
 
@@ -185,9 +186,8 @@ class PlanSession:
             request.done.set()
 
     def _fuse(self, features: list[np.ndarray]) -> np.ndarray:
-        """The fusion head on the concatenated features, one input at a time."""
-        joined = np.concatenate(features, axis=1).astype(np.float32)
-        return np.concatenate([self.fusion.run(row[None]) for row in joined])
+        """The fusion head on the concatenated features."""
+        return run_batch(self.fusion, np.concatenate(features, axis=1).astype(np.float32))
 
     def _result(self, logits: np.ndarray, timings: dict[str, float], batch: int) -> RunResult:
         scores = softmax(logits.astype(np.float64))

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import ArtifactError, DeadlineError, EdgeVitError, WorkerError, first_line
+from ..errors import ArtifactError, DeadlineError, EdgeVitError, WorkerError, first_line, with_message
 from .plan import PlanError, SplitPlan
 
 
@@ -93,27 +93,30 @@ class SubModelWorker:
         if self.runtime is None:
             self.start()
         started = time.time()
-        dims = getattr(self.runtime, "inputs", None)
-        if dims and dims[0].shape and dims[0].shape[0] is None:
-            features = self.runtime.run(batch)
-        else:
-            rows = []
-            for sample in batch:
-                if stop():
-                    raise DeadlineError(f"sub-model {self.spec.name}: abandoned at the deadline")
-                rows.append(self.runtime.run(sample[None]))
-            features = np.concatenate(rows)
-        return Batch(np.asarray(features, dtype=np.float32), started, time.time())
+        features = run_batch(self.runtime, batch, stop, f"sub-model {self.spec.name}")
+        return Batch(features, started, time.time())
+
+
+def run_batch(runtime: Any, batch: np.ndarray, stop: Callable[[], bool] = lambda: False,
+              name: str = "") -> np.ndarray:
+    """``runtime`` on a batch (float32 out): in one call when the artifact takes any batch
+    size, else one sample at a time; ``stop()`` abandons it between samples."""
+    dims = getattr(runtime, "inputs", None)
+    if dims and dims[0].shape and dims[0].shape[0] is None:
+        return np.asarray(runtime.run(batch), dtype=np.float32)
+    rows = []
+    for sample in batch:
+        if stop():
+            raise DeadlineError(f"{name}: abandoned at the deadline")
+        rows.append(runtime.run(sample[None]))
+    return np.concatenate(rows).astype(np.float32, copy=False)
 
 
 def named_error(name: str, error: BaseException, retried: bool = False) -> EdgeVitError:
     """``error`` from sub-model ``name`` as one edgevit error that names it: the same class
     for edgevit errors (so exit codes survive), a WorkerError for anything else."""
     if isinstance(error, EdgeVitError):
-        if str(error).startswith(f"sub-model {name}"):
-            return error
-        named = type(error).__new__(type(error))
-        Exception.__init__(named, f"sub-model {name}: {error}")
-        return named
+        named = str(error).startswith(f"sub-model {name}")
+        return error if named else with_message(type(error), f"sub-model {name}: {error}")
     again = " again after a restart (the request was retried once)" if retried else ""
     return WorkerError(f"sub-model {name} failed{again}: {type(error).__name__}: {first_line(error)}")
