@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgevit import native_onnx
 from edgevit.errors import EdgeVitError, ExportError, MissingDependencyError, first_line
 from edgevit.metadata import METADATA_KEY, ArtifactMetadata
 from edgevit.quiet import quiet_converters
@@ -36,17 +37,10 @@ def convert(request: ExportRequest, dest: Path) -> None:
     opset = int(request.options.get("opset", DEFAULT_OPSET))
     if opset < 18:
         raise EdgeVitError(f"ONNX opset {opset} is too old: edgevit exports opset 18 or newer")
+    native_ops = bool(request.options.get("native_ops"))
     program = request.program
-    if request.dynamic_batch:
-        # a batch of 2 to trace with: torch.export specializes axes of size 1
-        example = request.example.expand(2, *request.example.shape[1:]).contiguous()
-        batch = torch.export.Dim("batch", min=1, max=1024)
-        try:
-            program = torch.export.export(request.model, (example,), dynamic_shapes=({0: batch},))
-        except Exception as exc:
-            raise ExportError(
-                f"{request.model_name} cannot be exported with a dynamic batch: {first_line(exc)}"
-            ) from None
+    if request.dynamic_batch or native_ops:
+        program = _trace(request, torch, native_ops)
     try:
         with quiet_converters():
             onnx_program = torch.onnx.export(
@@ -58,6 +52,7 @@ def convert(request: ExportRequest, dest: Path) -> None:
                 output_names=[request.output_name],
                 optimize=True,
                 verbose=False,
+                custom_translation_table=native_onnx.translation_table() if native_ops else None,
             )
     except Exception as exc:
         raise ExportError(f"torch.onnx could not export {request.model_name}: {first_line(exc)}") from None
@@ -68,6 +63,25 @@ def convert(request: ExportRequest, dest: Path) -> None:
     ClearMetadataAndDocStringPass()(onnx_program.model)
     model = clean_graph(onnx_program.model_proto)
     onnx.save_model(model, str(dest))
+
+
+def _trace(request: ExportRequest, torch, native_ops: bool):
+    """Trace again: for a dynamic batch, or with the attention as ``edgevit::`` ops (native_ops)."""
+    from edgevit.native_torch import attention_modules, attention_path
+
+    if native_ops and not attention_modules(request.model):
+        raise ExportError(f"{request.model_name} has no XCA or simplified linear attention for --native-ops")
+    example, dynamic_shapes = request.example, None
+    if request.dynamic_batch:
+        # a batch of 2 to trace with: torch.export specializes axes of size 1
+        example = request.example.expand(2, *request.example.shape[1:]).contiguous()
+        dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=1024)},)
+    try:
+        with attention_path(request.model, native_ops):
+            return torch.export.export(request.model, (example,), dynamic_shapes=dynamic_shapes)
+    except Exception as exc:
+        what = "with a dynamic batch" if request.dynamic_batch else "with native attention ops"
+        raise ExportError(f"{request.model_name} cannot be exported {what}: {first_line(exc)}") from None
 
 
 def clean_graph(model):

@@ -8,6 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
+from edgevit import native_onnx
 from edgevit.errors import ArtifactError, MissingDependencyError, first_line
 from edgevit.metadata import METADATA_KEY, ArtifactMetadata
 
@@ -58,7 +59,9 @@ class OnnxRuntime(Runtime):
         try:
             self.session = ort.InferenceSession(str(path), options, providers=chosen or None)
         except Exception as exc:  # InvalidProtobuf, Fail, NoSuchFile, ...
-            raise ArtifactError(f"cannot load ONNX model {path}: {first_line(exc)}") from None
+            if native_onnx.DOMAIN not in str(exc):
+                raise ArtifactError(f"cannot load ONNX model {path}: {first_line(exc)}") from None
+            self.session = native_onnx.session(path, options, chosen or None)  # edgevit's fused attention
         self.inputs = [_tensor_info(a) for a in self.session.get_inputs()]
         self.outputs = [_tensor_info(a) for a in self.session.get_outputs()]
         props = self.session.get_modelmeta().custom_metadata_map

@@ -67,11 +67,12 @@ def export(model_or_name: Any, target: str = "onnx", output: str | Path = "edgev
     :class:`ParityError` and writes nothing; its ``report`` holds the results.
     Keyword options: ``dynamic_batch``, ``image_input``, ``labels``, ``image``,
     ``num_inputs``, ``seed``, ``progress`` and exporter ``options`` (``opset``,
-    ``deployment_target``).
+    ``deployment_target``, ``native_ops``: ONNX with the attention as ``ai.edgevit`` nodes,
+    run by edgevit's ONNX Runtime loader with the C++ kernels).
     """
     from .pipeline import export_model
 
-    exporter_options = {k: options.pop(k) for k in ("opset", "deployment_target") if k in options}
+    exporter_options = {k: options.pop(k) for k in ("opset", "deployment_target", "native_ops") if k in options}
     if exporter_options:
         options["options"] = {**options.get("options", {}), **exporter_options}
     results = export_model(model_or_name, target, output, weights=weights, image_size=image_size,

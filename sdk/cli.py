@@ -159,11 +159,15 @@ def export_command(
     num_inputs: int = typer.Option(3, "--num-inputs", help="Random inputs used for verification."),
     opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (18 or newer)."),
     deployment_target: Optional[str] = typer.Option(None, "--deployment-target", help="Core ML: iOS16, iOS17 or iOS18."),
+    native_ops: bool = typer.Option(False, "--native-ops",
+                                    help="ONNX: attention as single ai.edgevit nodes, run with edgevit's C++ kernels."),
 ) -> None:
     """Export a model, verify the artifact against PyTorch, write it atomically."""
     from edgevit.pipeline import export_model
 
     options = {k: v for k, v in (("opset", opset), ("deployment_target", deployment_target)) if v is not None}
+    if native_ops:
+        options["native_ops"] = True
     with _Progress() as progress:
         results = export_model(
             model, target, output, weights=weights, image_size=image_size, precision=precision,
@@ -275,12 +279,21 @@ def predict_command(
 
 @app.command("info")
 def info_command(
-    artifact: Path = typer.Argument(..., help="An .onnx, .tflite or .mlpackage file."),
+    artifact: Optional[Path] = typer.Argument(None, help="An .onnx, .tflite or .mlpackage file."),
     ops: bool = typer.Option(False, "--ops", help="Print the full operator census."),
+    native: bool = typer.Option(False, "--native", help="Say whether the C++ attention kernels are in use."),
 ) -> None:
-    """Show an artifact's inputs, outputs, metadata and operators."""
+    """Show an artifact's inputs, outputs, metadata and operators (--native: the kernel path)."""
     from edgevit.inspect import describe_artifact
 
+    if native:
+        _native_info()
+        if artifact is None:
+            return
+    if artifact is None:
+        from edgevit.errors import InputError
+
+        raise InputError("give an artifact to describe, or --native")
     info = describe_artifact(artifact)
 
     def human() -> None:
@@ -311,6 +324,14 @@ def info_command(
                       + ("" if ops or len(census) <= 8 else ", ... (--ops for all)"))
 
     _emit(info, human)
+
+
+def _native_info() -> None:
+    from edgevit import native
+
+    status = native.status()
+    info = {"path": status.path, "isa": status.isa, "sanitized": status.sanitized, "reason": status.reason or None}
+    _emit(info, lambda: _console().print(f"attention kernels: {status.describe()}"))
 
 
 @app.command("bench")

@@ -115,6 +115,7 @@ def export_model(
     import torch
 
     from edgevit.exporters import PRECISIONS, ExportRequest, exporter_module, resolve_targets
+    from edgevit.native_torch import attention_path
     from edgevit.runtimes.loader import load
 
     say = progress or (lambda message: None)
@@ -123,6 +124,8 @@ def export_model(
         raise InputError(f"unknown precision {precision!r}: choose {' or '.join(PRECISIONS)}")
     if num_inputs < 1:
         raise InputError("verification needs at least one input (num_inputs >= 1)")
+    if (options or {}).get("native_ops") and targets != ["onnx"]:
+        raise InputError("native attention ops (ai.edgevit nodes) are an ONNX export option: use --target onnx")
     for tgt in targets:  # a missing converter is reported before any long work starts
         exporter_module(tgt).check_dependencies()
     spec, module, name = _resolve_model(model, weights, say)
@@ -156,7 +159,8 @@ def export_model(
     try:
         with torch.inference_mode():
             module(example)
-        program = torch.export.export(module, (example,))
+        with attention_path(module, native_ops=False):  # standard ops unless the exporter asks
+            program = torch.export.export(module, (example,))
     except Exception as exc:
         raise ExportError(f"torch.export could not trace {name} at {shape_text}: {first_line(exc)}") from None
 

@@ -79,6 +79,25 @@ class PositionalEncodingFourier(nn.Module):
         return self.token_projection(grid)  # (1, dim, H, W)
 
 
+def cross_covariance_attention(qkv: torch.Tensor, temperature: torch.Tensor, heads: int) -> torch.Tensor:
+    """XCA between the qkv and output projections: (B, N, 3C) -> (B, N, C).
+
+    Per head: softmax over d x d of ``temperature * normalize(q) normalize(k)^T`` (q and k
+    L2-normalized over the tokens), applied to v. ``temperature`` holds one value per head.
+    The reference that :mod:`edgevit.native`'s fused kernel is checked against.
+    """
+    B, N, C3 = qkv.shape
+    C = C3 // 3
+    qkv = qkv.reshape(B, N, 3, heads, C // heads).permute(2, 0, 3, 4, 1)  # (3, B, heads, d, N)
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    q = F.normalize(q, dim=-1)
+    k = F.normalize(k, dim=-1)
+    attn = torch.matmul(q, k.transpose(-2, -1)) * temperature.reshape(heads, 1, 1)  # (B, heads, d, d)
+    attn = attn.softmax(dim=-1)
+    out = torch.matmul(attn, v)  # (B, heads, d, N)
+    return out.permute(0, 3, 1, 2).reshape(B, N, C)  # (B, N, C)
+
+
 class XCA(nn.Module):
     """Cross-covariance attention: attention over channels (d x d), not tokens."""
 
@@ -89,19 +108,12 @@ class XCA(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
+    def attend(self, qkv: torch.Tensor) -> torch.Tensor:
+        """The attention between the projections (PyTorch ops; see edgevit.use_native)."""
+        return cross_covariance_attention(qkv, self.temperature, self.num_heads)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, N, C = x.shape
-        h = self.num_heads
-        qkv = self.qkv(x).reshape(B, N, 3, h, C // h)  # (B, N, 3, heads, d)
-        qkv = qkv.permute(2, 0, 3, 4, 1)  # (3, B, heads, d, N)
-        q, k, v = qkv[0], qkv[1], qkv[2]
-        q = F.normalize(q, dim=-1)
-        k = F.normalize(k, dim=-1)
-        attn = torch.matmul(q, k.transpose(-2, -1)) * self.temperature  # (B, heads, d, d)
-        attn = attn.softmax(dim=-1)
-        out = torch.matmul(attn, v)  # (B, heads, d, N)
-        out = out.permute(0, 3, 1, 2).reshape(B, N, C)  # (B, N, C)
-        return self.proj(out)
+        return self.proj(self.attend(self.qkv(x)))
 
 
 def _layer_scaled(gamma: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:

@@ -148,22 +148,44 @@ class SimplifiedLinearAttention(nn.Module):
         self.dwc = nn.Conv2d(head_dim, head_dim, kernel_size, padding=kernel_size // 2, groups=head_dim)
         self.positional_encoding = nn.Parameter(torch.zeros(1, num_tokens, inner))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, N, _ = x.shape
+    def attend(self, qkv: torch.Tensor) -> torch.Tensor:
+        """The linear attention without the conv (PyTorch ops; see edgevit.use_native)."""
+        return simplified_linear_attention(qkv, self.positional_encoding, self.num_heads)
+
+    def local_mixing(self, qkv: torch.Tensor) -> torch.Tensor:
+        """DWC(V): the depth-wise conv on each head's v over the token grid, as (B, N, C)."""
+        B, N, _ = qkv.shape
         h, d, s = self.num_heads, self.head_dim, self.side
-        qkv = self.qkv(x).reshape(B, N, 3, h, d).permute(2, 0, 3, 1, 4)  # (3, B, heads, N, d)
-        q, k, v = qkv[0], qkv[1], qkv[2]
-        pos = self.positional_encoding.reshape(1, N, h, d).transpose(1, 2)  # (1, heads, N, d)
-        q, k = F.relu(q), F.relu(k + pos)
-        k_sum = k.sum(dim=2, keepdim=True)  # (B, heads, 1, d)
-        z = 1.0 / (torch.matmul(q, k_sum.transpose(-2, -1)) + 1e-6)  # (B, heads, N, 1)
-        if N > d:
-            out = torch.matmul(q, torch.matmul(k.transpose(-2, -1), v)) * z  # (B, heads, N, d)
-        else:
-            out = torch.matmul(torch.matmul(q, k.transpose(-2, -1)), v) * z  # (B, heads, N, d)
-        grid = v.transpose(-2, -1).reshape(B * h, d, s, s)  # (B*heads, d, s, s): the heads share the conv
-        out = out + self.dwc(grid).reshape(B, h, d, N).transpose(-2, -1)  # (B, heads, N, d)
-        return self.proj(out.transpose(1, 2).reshape(B, N, h * d))  # (B, N, C)
+        v = qkv[..., 2 * h * d:].reshape(B, N, h, d).permute(0, 2, 3, 1)  # (B, heads, d, N)
+        grid = v.reshape(B * h, d, s, s)  # (B*heads, d, s, s): the heads share the conv
+        return self.dwc(grid).reshape(B, h, d, N).permute(0, 3, 1, 2).reshape(B, N, h * d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        qkv = self.qkv(x)
+        return self.proj(self.attend(qkv) + self.local_mixing(qkv))  # (B, N, C)
+
+
+def simplified_linear_attention(qkv: torch.Tensor, positional: torch.Tensor, heads: int) -> torch.Tensor:
+    """SLAB's linear attention without DWC(V): (B, N, 3C) -> (B, N, C).
+
+    ``ReLU(Q) (ReLU(K+P)^T V) / (ReLU(Q) sum_n ReLU(K+P) + 1e-6)`` per head, with the
+    positional table ``P`` of N x C values. The product order follows the official code:
+    ``Q (K^T V)`` when there are more tokens than head channels. The reference that
+    :mod:`edgevit.native`'s fused kernel is checked against.
+    """
+    B, N, C3 = qkv.shape
+    d = C3 // 3 // heads
+    qkv = qkv.reshape(B, N, 3, heads, d).permute(2, 0, 3, 1, 4)  # (3, B, heads, N, d)
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    pos = positional.reshape(1, N, heads, d).transpose(1, 2)  # (1, heads, N, d)
+    q, k = F.relu(q), F.relu(k + pos)
+    k_sum = k.sum(dim=2, keepdim=True)  # (B, heads, 1, d)
+    z = 1.0 / (torch.matmul(q, k_sum.transpose(-2, -1)) + 1e-6)  # (B, heads, N, 1)
+    if N > d:
+        out = torch.matmul(q, torch.matmul(k.transpose(-2, -1), v)) * z  # (B, heads, N, d)
+    else:
+        out = torch.matmul(torch.matmul(q, k.transpose(-2, -1)), v) * z  # (B, heads, N, d)
+    return out.transpose(1, 2).reshape(B, N, heads * d)
 
 
 def init_vit_weights(module: nn.Module) -> None:

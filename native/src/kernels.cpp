@@ -1,0 +1,283 @@
+// XCA and simplified linear attention on one (batch, head): staged operands, then small
+// register-tiled products written with GCC/Clang vector extensions (8 fp32 lanes), which
+// the compiler maps to the target's registers (AVX2, 2 x SSE2, 2 x NEON).
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "kernels.hpp"
+
+#ifndef EDGEVIT_ISA
+#error "compile with -DEDGEVIT_ISA=<namespace>"
+#endif
+
+namespace edgevit {
+namespace EDGEVIT_ISA {
+namespace {
+
+typedef float vf8 __attribute__((vector_size(32)));
+typedef int32_t vi8 __attribute__((vector_size(32)));
+constexpr int64_t kLanes = 8;
+constexpr int kTileRows = 6;  // 6 x 2 vectors: 12 accumulators fit in 16 registers
+constexpr int kTileVecs = 2;
+
+inline vf8 load(const float* p) {
+    vf8 v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+}
+
+inline void store(float* p, vf8 v) { std::memcpy(p, &v, sizeof v); }
+
+// Lanes [0, count) of a vector; all of them when count >= 8.
+inline vi8 lanes_below(int64_t count) {
+    const vi8 lane = {0, 1, 2, 3, 4, 5, 6, 7};
+    const int32_t limit = static_cast<int32_t>(std::min<int64_t>(count, kLanes));
+    return lane < limit;
+}
+
+// The first `count` floats at p (all 8 when count >= 8), the other lanes zero. Reads past the
+// count (masked off) when the 8 floats lie before `end`, the end of p's buffer: one load
+// instead of building the vector lane by lane.
+inline vf8 load_head(const float* p, int64_t count, vi8 mask, const float* end) {
+    if (count >= kLanes) return load(p);
+    if (p + kLanes <= end) return (vf8)((vi8)load(p) & mask);
+    vf8 v = {};
+    for (int64_t l = 0; l < count; ++l) v[l] = p[l];
+    return v;
+}
+
+// max(x, 0) lane by lane, NaN kept (as torch's relu and std::max(x, 0.f) do).
+inline vf8 relu(vf8 x) {
+    const vf8 zero = {};
+    return (vf8)((vi8)x & ~(x < zero));
+}
+
+// exp(x) lane by lane: 2^n * p(r) with x = n ln2 + r, |r| <= ln2 / 2, a degree-6 polynomial
+// (Cephes' expf coefficients); relative error below 2e-7. Inputs are clamped to [-87.3, 88.7].
+inline vf8 exp8(vf8 x) {
+    const vf8 hi = x - x + 88.7f, lo = x - x - 87.3f;
+    x = x > hi ? hi : x;
+    x = x < lo ? lo : x;
+    const vf8 magic = x - x + 12582912.f;  // 1.5 * 2^23: adding it rounds to an integer
+    const vf8 n = (x * 1.44269504f + magic) - magic;
+    const vf8 r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
+    vf8 poly = r * 1.9875691500e-4f + 1.3981999507e-3f;
+    poly = poly * r + 8.3334519073e-3f;
+    poly = poly * r + 4.1665795894e-2f;
+    poly = poly * r + 1.6666665459e-1f;
+    poly = poly * r + 5.0000001201e-1f;
+    poly = poly * r * r + r + 1.f;
+    const vi8 scale = (__builtin_convertvector(n, vi8) + 127) << 23;
+    return poly * (vf8)scale;
+}
+
+inline int64_t padded(int64_t dim) { return (dim + kLanes - 1) / kLanes * kLanes; }
+
+// Row r, step k of the left operand: a[r * row_stride + k * step_stride].
+struct Left {
+    const float* a;
+    int64_t row_stride, step_stride;
+};
+
+// Right operand: row k is b + k * stride, at least `vecs` * 8 readable floats wide.
+struct Right {
+    const float* b;
+    int64_t stride;
+};
+
+// Destination rows: rows r of `out` (stride), first `cols` columns, each scaled by scale[r] if given.
+struct Dest {
+    float* out;
+    int64_t stride, cols;
+    const float* scale;
+};
+
+template <int R, int V>
+inline void tile(const Left& left, const Right& right, const Dest& dest, int64_t row, int64_t vec,
+                 int64_t steps) {
+    vf8 acc[R][V];
+    for (int r = 0; r < R; ++r)
+        for (int c = 0; c < V; ++c) acc[r][c] = vf8{};  // not `= {}`: GCC zeroes that with rep stos
+    const float* a = left.a + row * left.row_stride;
+    const float* b = right.b + vec * kLanes;
+    for (int64_t k = 0; k < steps; ++k) {
+        vf8 bv[V];
+        for (int c = 0; c < V; ++c) bv[c] = load(b + k * right.stride + c * kLanes);
+        const float* ak = a + k * left.step_stride;
+        for (int r = 0; r < R; ++r) {
+            const float s = ak[r * left.row_stride];
+            for (int c = 0; c < V; ++c) acc[r][c] += s * bv[c];
+        }
+    }
+    const int64_t first = vec * kLanes;
+    for (int r = 0; r < R; ++r) {
+        const float scale = dest.scale ? dest.scale[row + r] : 1.f;
+        float* o = dest.out + (row + r) * dest.stride + first;
+        for (int c = 0; c < V; ++c) {
+            const vf8 scaled = acc[r][c] * scale;
+            const int64_t count = dest.cols - first - c * kLanes;
+            if (count >= kLanes) {
+                store(o + c * kLanes, scaled);
+            } else {
+                for (int64_t l = 0; l < count; ++l) o[c * kLanes + l] = scaled[l];
+            }
+        }
+    }
+}
+
+template <int V>
+inline void tile_rows(int rows, const Left& l, const Right& r, const Dest& d, int64_t row, int64_t vec, int64_t k) {
+    switch (rows) {
+        case 6: return tile<6, V>(l, r, d, row, vec, k);
+        case 5: return tile<5, V>(l, r, d, row, vec, k);
+        case 4: return tile<4, V>(l, r, d, row, vec, k);
+        case 3: return tile<3, V>(l, r, d, row, vec, k);
+        case 2: return tile<2, V>(l, r, d, row, vec, k);
+        default: return tile<1, V>(l, r, d, row, vec, k);
+    }
+}
+
+// dest[rows x dest.cols] = sum over `steps` of left(r, k) * right[k]; right rows padded to 8.
+void product(const Left& left, const Right& right, const Dest& dest, int64_t rows, int64_t steps) {
+    const int64_t vecs = padded(dest.cols) / kLanes;
+    for (int64_t row = 0; row < rows; row += kTileRows) {
+        const int r = static_cast<int>(std::min<int64_t>(kTileRows, rows - row));
+        for (int64_t vec = 0; vec < vecs; vec += kTileVecs) {
+            if (vecs - vec >= 2) tile_rows<2>(r, left, right, dest, row, vec, steps);
+            else tile_rows<1>(r, left, right, dest, row, vec, steps);
+        }
+    }
+}
+
+// Per-thread scratch, reused across calls.
+std::vector<float>& scratch(size_t floats) {
+    thread_local std::vector<float> buffer;
+    if (buffer.size() < floats) buffer.resize(floats);
+    return buffer;
+}
+
+}  // namespace
+
+void xca_task(const float* qkv, const float* temperature, float* out, const AttentionShape& s, int64_t task) {
+    const int64_t n_tok = s.tokens, d = s.dim, dp = padded(d), C = s.channels(), row = 3 * C;
+    const int64_t b = task / s.heads, h = task % s.heads;
+    const float* q = qkv + b * n_tok * row + h * d;
+    const float* k = q + C;
+    const float* v = q + 2 * C;
+    float* o = out + b * n_tok * C + h * d;
+
+    // staging: q and k (N x dp, zero padded), squared norms of their columns over tokens
+    std::vector<float>& buf = scratch(static_cast<size_t>(2 * n_tok * dp + 2 * dp + 2 * d * dp));
+    float* qp = buf.data();
+    float* kp = qp + n_tok * dp;
+    float* qn = kp + n_tok * dp;
+    float* kn = qn + dp;
+    float* at = kn + dp;        // softmax(attn)^T, (d x dp): row j holds attn[:, j]
+    float* gram = at + d * dp;  // (d x dp): q^T k, then the scaled logits
+    const float* end = qkv + s.batch * n_tok * row;
+    for (int64_t j = 0; j < dp; j += kLanes) {
+        const vi8 mask = lanes_below(d - j);
+        vf8 qsq = {}, ksq = {};
+        for (int64_t n = 0; n < n_tok; ++n) {
+            const vf8 qv = load_head(q + n * row + j, d - j, mask, end);
+            const vf8 kv = load_head(k + n * row + j, d - j, mask, end);
+            store(qp + n * dp + j, qv);
+            store(kp + n * dp + j, kv);
+            qsq += qv * qv;
+            ksq += kv * kv;
+        }
+        store(qn + j, qsq);
+        store(kn + j, ksq);
+    }
+    // gram[i][j] = sum_n q[n, i] k[n, j]
+    product(Left{qp, 1, dp}, Right{kp, dp}, Dest{gram, dp, d, nullptr}, d, n_tok);
+
+    // attn = softmax(temperature * gram / (|q_i| |k_j|)), with F.normalize's 1e-12 floor
+    const float temp = temperature[h];
+    const vf8 tiny = {1e-12f, 1e-12f, 1e-12f, 1e-12f, 1e-12f, 1e-12f, 1e-12f, 1e-12f};
+    for (int64_t j = 0; j < dp; j += kLanes) {  // kn: 1 / max(|k_j|, 1e-12)
+        vf8 norm = load(kn + j);
+        for (int l = 0; l < kLanes; ++l) norm[l] = std::sqrt(norm[l]);
+        store(kn + j, 1.f / (norm > tiny ? norm : tiny));
+    }
+    std::fill(at, at + d * dp, 0.f);
+    const vf8 minus_inf = tiny - INFINITY;
+    for (int64_t i = 0; i < d; ++i) {
+        float* g = gram + i * dp;  // lanes past d hold garbage: masked off below
+        const float qscale = temp / std::max(std::sqrt(qn[i]), 1e-12f);
+        vf8 top = minus_inf;
+        for (int64_t j = 0; j < dp; j += kLanes) {
+            const vi8 valid = lanes_below(d - j);
+            const vf8 logit = load(g + j) * qscale * load(kn + j);
+            const vf8 kept = (vf8)(((vi8)logit & valid) | ((vi8)minus_inf & ~valid));
+            store(g + j, kept);
+            top = top > kept ? top : kept;
+        }
+        float peak = top[0];
+        for (int l = 1; l < kLanes; ++l) peak = std::max(peak, top[l]);
+        vf8 total = {};
+        for (int64_t j = 0; j < dp; j += kLanes) {
+            const vf8 e = (vf8)((vi8)exp8(load(g + j) - peak) & lanes_below(d - j));
+            store(g + j, e);
+            total += e;
+        }
+        float sum = 0.f;
+        for (int l = 0; l < kLanes; ++l) sum += total[l];
+        const float inv = 1.f / sum;
+        for (int64_t j = 0; j < d; ++j) at[j * dp + i] = g[j] * inv;
+    }
+    // out[n, i] = sum_j v[n, j] attn[i, j]
+    product(Left{v, row, 1}, Right{at, dp}, Dest{o, C, d, nullptr}, n_tok, d);
+}
+
+void sla_task(const float* qkv, const float* positional, float* out, const AttentionShape& s, int64_t task) {
+    const int64_t n_tok = s.tokens, d = s.dim, dp = padded(d), C = s.channels(), row = 3 * C;
+    const int64_t b = task / s.heads, h = task % s.heads;
+    const float* q = qkv + b * n_tok * row + h * d;
+    const float* k = q + C;
+    const float* v = q + 2 * C;
+    const float* p = positional + h * d;
+    float* o = out + b * n_tok * C + h * d;
+
+    // staging: relu(q), relu(k + p), v (N x dp each, zero padded), column sums of relu(k + p)
+    std::vector<float>& buf = scratch(static_cast<size_t>(3 * n_tok * dp + d * dp + dp + n_tok));
+    float* qr = buf.data();
+    float* kr = qr + n_tok * dp;
+    float* vp = kr + n_tok * dp;
+    float* kv = vp + n_tok * dp;
+    float* ksum = kv + d * dp;
+    float* z = ksum + dp;
+    const float* end = qkv + s.batch * n_tok * row;
+    const float* p_end = positional + n_tok * C;
+    for (int64_t j = 0; j < dp; j += kLanes) {
+        const vi8 mask = lanes_below(d - j);
+        vf8 sum = {};
+        for (int64_t n = 0; n < n_tok; ++n) {
+            const vf8 kv = relu(load_head(k + n * row + j, d - j, mask, end) +
+                                load_head(p + n * C + j, d - j, mask, p_end));
+            store(qr + n * dp + j, relu(load_head(q + n * row + j, d - j, mask, end)));
+            store(kr + n * dp + j, kv);
+            store(vp + n * dp + j, load_head(v + n * row + j, d - j, mask, end));
+            sum += kv;
+        }
+        store(ksum + j, sum);
+    }
+    // kv[c][e] = sum_n relu(k)[n, c] v[n, e]
+    product(Left{kr, 1, dp}, Right{vp, dp}, Dest{kv, dp, d, nullptr}, d, n_tok);
+    for (int64_t c = 0; c < d; ++c) std::fill(kv + c * dp + d, kv + (c + 1) * dp, 0.f);
+    // z[n] = 1 / (relu(q)[n] . ksum + 1e-6)
+    for (int64_t n = 0; n < n_tok; ++n) {
+        vf8 acc = {};
+        for (int64_t j = 0; j < dp; j += kLanes) acc += load(qr + n * dp + j) * load(ksum + j);
+        float total = 0.f;
+        for (int l = 0; l < kLanes; ++l) total += acc[l];
+        z[n] = 1.f / (total + 1e-6f);
+    }
+    // out[n, e] = z[n] sum_c relu(q)[n, c] kv[c][e]
+    product(Left{qr, dp, 1}, Right{kv, dp}, Dest{o, C, d, z}, n_tok, d);
+}
+
+}  // namespace EDGEVIT_ISA
+}  // namespace edgevit
