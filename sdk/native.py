@@ -81,10 +81,22 @@ def _threads(flops: float, threads: int | None) -> int:
 def _checked_qkv(qkv: np.ndarray, heads: int, op: str) -> tuple[int, int, int]:
     if not isinstance(qkv, np.ndarray) or qkv.dtype != np.float32 or qkv.ndim != 3:
         raise InputError(f"{op}: qkv must be a float32 array of shape (batch, tokens, 3 x channels)")
+    if 0 in qkv.shape:
+        raise InputError(f"{op}: qkv of shape {qkv.shape} is empty")
     if heads <= 0 or qkv.shape[2] % (3 * heads):
         raise InputError(f"{op}: qkv's last dimension {qkv.shape[2]} is not 3 x heads x head_dim for {heads} heads")
     batch, tokens, width = qkv.shape
     return batch, tokens, width // 3
+
+
+def _checked_table(table: np.ndarray, shape: tuple[int, ...], op: str, name: str) -> np.ndarray:
+    """``table`` as a contiguous float32 array of ``shape`` (leading 1s dropped); InputError otherwise."""
+    array = np.asarray(table, np.float32)
+    while array.ndim > len(shape) and array.shape[0] == 1:
+        array = array[0]
+    if array.shape != shape:
+        raise InputError(f"{op}: {name} must have shape {shape}, got {np.shape(table)}")
+    return np.ascontiguousarray(array)
 
 
 def xca(qkv: np.ndarray, temperature: np.ndarray, heads: int, threads: int | None = None) -> np.ndarray:
@@ -92,8 +104,8 @@ def xca(qkv: np.ndarray, temperature: np.ndarray, heads: int, threads: int | Non
     batch, tokens, channels = _checked_qkv(qkv, heads, "xca")
     out = np.empty((batch, tokens, channels), np.float32)
     flops = 4.0 * batch * tokens * channels * (channels // heads)
-    kernels().xca(np.ascontiguousarray(qkv), np.ascontiguousarray(temperature, np.float32).reshape(-1), out,
-                  heads, _threads(flops, threads))
+    table = _checked_table(np.reshape(temperature, -1), (heads,), "xca", "temperature")
+    kernels().xca(np.ascontiguousarray(qkv), table, out, heads, _threads(flops, threads))
     return out
 
 
@@ -102,6 +114,6 @@ def sla(qkv: np.ndarray, positional: np.ndarray, heads: int, threads: int | None
     batch, tokens, channels = _checked_qkv(qkv, heads, "sla")
     out = np.empty((batch, tokens, channels), np.float32)
     flops = 4.0 * batch * tokens * channels * (channels // heads)
-    table = np.ascontiguousarray(positional, np.float32).reshape(tokens, channels)
+    table = _checked_table(positional, (tokens, channels), "sla", "positional")
     kernels().sla(np.ascontiguousarray(qkv), table, out, heads, _threads(flops, threads))
     return out

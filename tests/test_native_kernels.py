@@ -1,0 +1,561 @@
+"""edgevit._native: the C++ XCA and simplified-linear-attention kernels.
+
+Parity with the PyTorch references (edgevit.models), thread- and ISA-independence,
+hypothesis properties, NaN/inf propagation, and bad inputs that must raise a Python
+exception instead of crashing (raw bindings: ValueError/TypeError; edgevit.native: InputError).
+
+Skipped when the extension is not built, except under CI=true, where a missing extension fails.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from edgevit import native
+from edgevit.errors import InputError
+
+if not native.available():
+    _reason = native.status().reason
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true but the native kernels are not available ({_reason}): CI must build "
+                    "edgevit._native", pytrace=False)
+    pytest.skip(f"edgevit._native is not available ({_reason})", allow_module_level=True)
+
+torch = pytest.importorskip("torch")
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from edgevit import _native  # noqa: E402
+from edgevit.models.edgenext import cross_covariance_attention  # noqa: E402
+from edgevit.models.slab_layers import simplified_linear_attention  # noqa: E402
+
+ATOL = 1e-5
+HEAD_DIMS = (1, 3, 7, 12, 13, 22, 33, 42, 64, 73)
+
+
+# --- inputs and references ---------------------------------------------------------------
+
+def make_inputs(batch, tokens, heads, dim, seed=0, scale=1.0):
+    """qkv (B, N, 3C), temperature (heads,), positional (N, C): float32, C-contiguous, moderate values."""
+    rng = np.random.default_rng(seed)
+    channels = heads * dim
+    qkv = (rng.standard_normal((batch, tokens, 3 * channels)) * scale).astype(np.float32)
+    temperature = rng.uniform(0.25, 2.5, heads).astype(np.float32)
+    positional = (rng.standard_normal((tokens, channels)) * 0.5 * scale).astype(np.float32)
+    return qkv, temperature, positional
+
+
+def ref_xca(qkv, temperature, heads):
+    """The torch reference, evaluated in float64 so that the difference is the kernel's error."""
+    out = cross_covariance_attention(torch.from_numpy(qkv).double(), torch.from_numpy(temperature).double(), heads)
+    return out.numpy()
+
+
+def ref_sla(qkv, positional, heads):
+    out = simplified_linear_attention(torch.from_numpy(qkv).double(), torch.from_numpy(positional).double(), heads)
+    return out.numpy()
+
+
+def raw_xca(qkv, temperature, heads, threads=1):
+    out = np.empty((qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3), np.float32)
+    _native.xca(qkv, temperature, out, heads, threads)
+    return out
+
+
+def raw_sla(qkv, positional, heads, threads=1):
+    out = np.empty((qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3), np.float32)
+    _native.sla(qkv, positional, out, heads, threads)
+    return out
+
+
+def max_abs(a, b):
+    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)))) if np.size(a) else 0.0
+
+
+# (batch, tokens, heads, head_dim): odd token counts, head dims that are not multiples of 8,
+# batch > 1, a single token, 1..8 heads.
+SHAPES = [
+    (1, 1, 1, 1),
+    (1, 1, 4, 13),
+    (2, 1, 3, 7),
+    (1, 3, 1, 3),
+    (2, 3, 7, 13),
+    (3, 5, 2, 1),
+    (1, 7, 8, 12),
+    (2, 9, 5, 22),
+    (1, 17, 2, 33),
+    (3, 21, 8, 3),
+    (1, 31, 6, 42),
+    (2, 33, 1, 17),
+    (1, 49, 4, 64),
+    (2, 49, 3, 73),
+    (1, 63, 8, 7),
+    (2, 64, 2, 24),
+    (1, 97, 4, 40),
+    (3, 13, 6, 9),
+    (1, 197, 3, 64),
+    (2, 255, 1, 73),
+    (1, 5, 2, 8),
+    (4, 11, 4, 16),
+]
+# every listed head dim with a few heads, token and batch counts
+SHAPES += [(1 + i % 3, (2 * i + 1) * 3, 1 + (i * 3) % 8, d) for i, d in enumerate(HEAD_DIMS)]
+
+
+def shape_id(shape):
+    return "B{}-N{}-H{}-d{}".format(*shape)
+
+
+# --- parity ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
+def test_xca_matches_torch_reference(shape):
+    batch, tokens, heads, dim = shape
+    qkv, temperature, _ = make_inputs(*shape, seed=sum(shape))
+    out = native.xca(qkv, temperature, heads)
+    assert out.shape == (batch, tokens, heads * dim) and out.dtype == np.float32
+    assert max_abs(out, ref_xca(qkv, temperature, heads)) <= ATOL
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
+def test_sla_matches_torch_reference(shape):
+    batch, tokens, heads, dim = shape
+    qkv, _, positional = make_inputs(*shape, seed=sum(shape) + 1)
+    out = native.sla(qkv, positional, heads)
+    assert out.shape == (batch, tokens, heads * dim) and out.dtype == np.float32
+    assert max_abs(out, ref_sla(qkv, positional, heads)) <= ATOL
+
+
+@pytest.mark.parametrize("shape", SHAPES[::3], ids=shape_id)
+def test_float32_reference_agrees_too(shape):
+    """The same check against torch's own float32 evaluation of the references."""
+    qkv, temperature, positional = make_inputs(*shape, seed=7)
+    heads = shape[2]
+    xca32 = cross_covariance_attention(torch.from_numpy(qkv), torch.from_numpy(temperature), heads).numpy()
+    sla32 = simplified_linear_attention(torch.from_numpy(qkv), torch.from_numpy(positional), heads).numpy()
+    assert max_abs(native.xca(qkv, temperature, heads), xca32) <= ATOL
+    assert max_abs(native.sla(qkv, positional, heads), sla32) <= ATOL
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 3, 7), (3, 21, 8, 13), (4, 49, 5, 33), (2, 64, 3, 73), (5, 9, 2, 1)],
+                         ids=shape_id)
+def test_threads_give_bitwise_identical_results(shape):
+    """Each (batch, head) is computed by one thread, start to end: the thread count cannot change a bit."""
+    heads = shape[2]
+    qkv, temperature, positional = make_inputs(*shape, seed=3)
+    xca1, sla1 = raw_xca(qkv, temperature, heads, 1), raw_sla(qkv, positional, heads, 1)
+    for threads in (2, 3, 0):  # 0: one per hardware thread
+        np.testing.assert_allclose(raw_xca(qkv, temperature, heads, threads), xca1, rtol=0, atol=0)
+        np.testing.assert_allclose(raw_sla(qkv, positional, heads, threads), sla1, rtol=0, atol=0)
+    np.testing.assert_array_equal(native.xca(qkv, temperature, heads, threads=1), xca1)
+    np.testing.assert_array_equal(native.xca(qkv, temperature, heads, threads=2), xca1)
+    np.testing.assert_array_equal(native.sla(qkv, positional, heads, threads=1), sla1)
+    np.testing.assert_array_equal(native.sla(qkv, positional, heads, threads=2), sla1)
+    assert max_abs(xca1, ref_xca(qkv, temperature, heads)) <= ATOL
+    assert max_abs(sla1, ref_sla(qkv, positional, heads)) <= ATOL
+
+
+def test_threads_through_the_wrapper_on_a_shape_big_enough_to_split():
+    """edgevit.native keeps small calls on one thread; this one is big enough for 2 (4 flops x B N C d > 16e6)."""
+    shape = (2, 256, 4, 64)
+    heads = shape[2]
+    qkv, temperature, positional = make_inputs(*shape, seed=5)
+    assert native._threads(4.0 * 2 * 256 * 256 * 64, 2) == 2
+    np.testing.assert_array_equal(native.xca(qkv, temperature, heads, threads=2),
+                                  native.xca(qkv, temperature, heads, threads=1))
+    np.testing.assert_array_equal(native.sla(qkv, positional, heads, threads=2),
+                                  native.sla(qkv, positional, heads, threads=1))
+    assert max_abs(native.xca(qkv, temperature, heads, threads=2), ref_xca(qkv, temperature, heads)) <= ATOL
+    assert max_abs(native.sla(qkv, positional, heads, threads=2), ref_sla(qkv, positional, heads)) <= ATOL
+
+
+def test_every_batch_and_head_is_computed_independently():
+    """A batch of B equals B calls on one item each: no task reads another's rows."""
+    shape = (3, 17, 4, 13)
+    heads = shape[2]
+    qkv, temperature, positional = make_inputs(*shape, seed=11)
+    xca, sla = native.xca(qkv, temperature, heads), native.sla(qkv, positional, heads)
+    for b in range(shape[0]):
+        one = np.ascontiguousarray(qkv[b:b + 1])
+        np.testing.assert_array_equal(native.xca(one, temperature, heads), xca[b:b + 1])
+        np.testing.assert_array_equal(native.sla(one, positional, heads), sla[b:b + 1])
+
+
+def test_zero_q_and_k_columns_follow_the_normalize_floor():
+    """An all-zero q or k column normalizes to 0 (F.normalize's 1e-12 floor), not NaN."""
+    batch, tokens, heads, dim = 2, 9, 2, 5
+    qkv, temperature, positional = make_inputs(batch, tokens, heads, dim, seed=2)
+    channels = heads * dim
+    qkv[:, :, 0] = 0.0  # q column 0 of head 0
+    qkv[:, :, channels + dim + 1] = 0.0  # k column 1 of head 1
+    out = native.xca(qkv, temperature, heads)
+    assert np.isfinite(out).all()
+    assert max_abs(out, ref_xca(qkv, temperature, heads)) <= ATOL
+    qkv[:, :, :channels] = 0.0  # all of q: SLA's numerator is 0
+    assert max_abs(native.sla(qkv, positional, heads), ref_sla(qkv, positional, heads)) <= ATOL
+
+
+def test_non_contiguous_input_through_the_wrapper_is_made_contiguous():
+    shape = (2, 7, 3, 13)
+    heads = shape[2]
+    qkv, temperature, positional = make_inputs(*shape, seed=4)
+    strided = np.asfortranarray(qkv)
+    assert not strided.flags.c_contiguous
+    np.testing.assert_array_equal(native.xca(strided, temperature, heads), native.xca(qkv, temperature, heads))
+    np.testing.assert_array_equal(native.sla(strided, np.asfortranarray(positional), heads),
+                                  native.sla(qkv, positional, heads))
+
+
+def test_status_reports_the_active_kernels():
+    status = native.status()
+    assert status.active and status.path == "native"
+    assert status.isa == _native.isa() in ("avx2", "baseline")
+    assert status.sanitized is bool(_native.sanitized)
+    assert status.isa in status.describe()
+
+
+# --- hypothesis properties -------------------------------------------------------------------
+
+dims = dict(batch=st.integers(1, 3), tokens=st.integers(1, 40), heads=st.integers(1, 6), dim=st.integers(1, 24),
+            scale=st.floats(0.05, 4.0), seed=st.integers(0, 2**32 - 1))
+PROPERTY = settings(max_examples=40, deadline=None)
+
+
+@pytest.mark.parametrize("op", ["xca", "sla"])
+@PROPERTY
+@given(**dims)
+def test_property_parity(op, batch, tokens, heads, dim, scale, seed):
+    qkv, temperature, positional = make_inputs(batch, tokens, heads, dim, seed=seed, scale=scale)
+    if op == "xca":
+        got, want = native.xca(qkv, temperature, heads), ref_xca(qkv, temperature, heads)
+    else:
+        got, want = native.sla(qkv, positional, heads), ref_sla(qkv, positional, heads)
+    assert max_abs(got, want) <= ATOL
+
+
+@PROPERTY
+@given(**dims)
+def test_property_xca_rows_are_convex_combinations_of_v(batch, tokens, heads, dim, scale, seed):
+    """out[b, n, h, i] = sum_j attn[b, h, i, j] v[b, n, h, j] with attn row-stochastic, so each output
+    channel of a head lies between the min and max of v over that head's channels, for that token."""
+    qkv, temperature, _ = make_inputs(batch, tokens, heads, dim, seed=seed, scale=scale)
+    channels = heads * dim
+    out = native.xca(qkv, temperature, heads).reshape(batch, tokens, heads, dim)
+    v = qkv[:, :, 2 * channels:].reshape(batch, tokens, heads, dim)
+    lo, hi = v.min(axis=-1, keepdims=True), v.max(axis=-1, keepdims=True)
+    slack = 1e-6 * np.maximum(np.abs(lo), np.abs(hi)) * dim + 1e-7
+    assert np.all(out >= lo - slack) and np.all(out <= hi + slack)
+
+
+@PROPERTY
+@given(**dims)
+def test_property_sla_with_negative_q_is_zero(batch, tokens, heads, dim, scale, seed):
+    """relu(q) = 0 makes every numerator 0 (the denominator is 1e-6, not 0)."""
+    qkv, _, positional = make_inputs(batch, tokens, heads, dim, seed=seed, scale=scale)
+    channels = heads * dim
+    qkv[:, :, :channels] = -np.abs(qkv[:, :, :channels]) - 0.01
+    out = native.sla(qkv, positional, heads)
+    assert np.isfinite(out).all()
+    assert np.max(np.abs(out)) <= 1e-6
+
+
+@PROPERTY
+@given(**dims)
+def test_property_sla_rows_stay_within_the_range_of_v(batch, tokens, heads, dim, scale, seed):
+    """out[n] = sum_m w[n, m] v[m] / (sum_m w[n, m] + 1e-6) with w >= 0: between min and max of v (and 0)."""
+    qkv, _, positional = make_inputs(batch, tokens, heads, dim, seed=seed, scale=scale)
+    channels = heads * dim
+    out = native.sla(qkv, positional, heads).reshape(batch, tokens, heads, dim)
+    v = qkv[:, :, 2 * channels:].reshape(batch, tokens, heads, dim)
+    lo = np.minimum(v.min(axis=1, keepdims=True), 0.0)  # over tokens, per channel
+    hi = np.maximum(v.max(axis=1, keepdims=True), 0.0)
+    slack = 1e-6 * np.maximum(np.abs(lo), np.abs(hi)) * tokens + 1e-7
+    assert np.all(out >= lo - slack) and np.all(out <= hi + slack)
+
+
+# --- NaN and inf ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("part", ["q", "k", "v"])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
+def test_nan_and_inf_propagate_without_crashing(part, value):
+    """One non-finite input: no exception, non-finite exactly where the reference is, the rest in parity."""
+    batch, tokens, heads, dim = 2, 9, 3, 13
+    qkv, temperature, positional = make_inputs(batch, tokens, heads, dim, seed=6)
+    channels = heads * dim
+    column = {"q": 0, "k": channels, "v": 2 * channels}[part] + dim + 2  # head 1
+    qkv[1, 4, column] = value
+    xca = native.xca(qkv, temperature, heads)
+    sla = native.sla(qkv, positional, heads)
+    with np.errstate(invalid="ignore"):
+        for out, ref in ((xca, ref_xca(qkv, temperature, heads)), (sla, ref_sla(qkv, positional, heads))):
+            assert out.shape == (batch, tokens, channels)
+            if np.isnan(value):
+                assert np.isnan(out).any(), "a NaN input must not vanish"
+            np.testing.assert_array_equal(np.isfinite(out), np.isfinite(ref))
+            finite = np.isfinite(ref)
+            assert max_abs(out[finite], ref[finite]) <= ATOL
+            # the other batch item and the other heads are untouched
+            assert np.isfinite(out[0]).all()
+            assert np.isfinite(out[1, :, :dim]).all() and np.isfinite(out[1, :, 2 * dim:]).all()
+
+
+def test_nan_in_positional_and_temperature_propagates():
+    batch, tokens, heads, dim = 1, 5, 2, 7
+    qkv, temperature, positional = make_inputs(batch, tokens, heads, dim, seed=8)
+    positional[2, 3] = np.nan
+    assert np.isnan(native.sla(qkv, positional, heads)).any()
+    temperature[1] = np.nan
+    assert np.isnan(native.xca(qkv, temperature, heads)).any()
+
+
+def test_nan_everywhere_is_nan_everywhere():
+    qkv = np.full((2, 3, 3 * 2 * 5), np.nan, np.float32)
+    assert np.isnan(native.xca(qkv, np.ones(2, np.float32), 2)).all()
+    assert np.isnan(native.sla(qkv, np.zeros((3, 10), np.float32), 2)).all()
+
+
+# --- bad inputs: raw bindings ------------------------------------------------------------------
+
+B, N, H, D = 2, 5, 2, 3
+C = H * D
+
+
+def good():
+    qkv, temperature, positional = make_inputs(B, N, H, D, seed=9)
+    return qkv, temperature, positional, np.zeros((B, N, C), np.float32)
+
+
+def _raw_cases():
+    """(name, op, kwargs overriding the good arguments, expected exception types)."""
+    qkv, temperature, positional, out = good()
+    flat = np.zeros(B * N * 3 * C + B * N * C, np.float32)
+    shared = flat[:B * N * 3 * C].reshape(B, N, 3 * C)
+    readonly = np.zeros((B, N, C), np.float32)
+    readonly.flags.writeable = False
+    cases = [
+        ("float64 qkv", dict(qkv=qkv.astype(np.float64)), TypeError),
+        ("int32 qkv", dict(qkv=qkv.astype(np.int32)), TypeError),
+        ("int64 qkv", dict(qkv=qkv.astype(np.int64)), TypeError),
+        ("float16 qkv", dict(qkv=qkv.astype(np.float16)), TypeError),
+        ("float64 out", dict(out=out.astype(np.float64)), TypeError),
+        ("2-D qkv", dict(qkv=qkv[0]), TypeError),
+        ("4-D qkv", dict(qkv=qkv[None]), TypeError),
+        ("list qkv", dict(qkv=qkv.tolist()), TypeError),
+        ("None qkv", dict(qkv=None), TypeError),
+        ("3C not 3 x heads x d", dict(qkv=np.zeros((B, N, 3 * C + 3), np.float32),
+                                      out=np.zeros((B, N, C + 1), np.float32)), ValueError),
+        ("width not a multiple of 3", dict(qkv=np.zeros((B, N, 3 * C + 1), np.float32)), ValueError),
+        ("heads 0", dict(heads=0), ValueError),
+        ("heads negative", dict(heads=-2), ValueError),
+        ("heads not dividing", dict(heads=4), ValueError),
+        ("out wrong channels", dict(out=np.zeros((B, N, C + 1), np.float32)), ValueError),
+        ("out wrong tokens", dict(out=np.zeros((B, N - 1, C), np.float32)), ValueError),
+        ("out wrong batch", dict(out=np.zeros((B + 1, N, C), np.float32)), ValueError),
+        ("out 2-D", dict(out=np.zeros((N, C), np.float32)), TypeError),
+        ("out read-only", dict(out=readonly), TypeError),
+        ("transposed qkv view", dict(qkv=np.zeros((B, 3 * C, N), np.float32).transpose(0, 2, 1)), TypeError),
+        ("strided qkv view", dict(qkv=np.zeros((B, N, 6 * C), np.float32)[:, :, ::2]), TypeError),
+        ("non-contiguous out", dict(out=np.zeros((B, N, 2 * C), np.float32)[:, :, ::2]), TypeError),
+        ("out overlapping qkv", dict(qkv=shared, out=flat[:B * N * C].reshape(B, N, C)), ValueError),
+        ("out inside qkv's tail", dict(qkv=shared, out=flat[B * N * 3 * C - 1:][:B * N * C].reshape(B, N, C)),
+         ValueError),
+        ("out is qkv's storage", dict(qkv=flat[:B * N * 3 * C].reshape(B, N, 3 * C),
+                                      out=flat[2 * B * N * C:3 * B * N * C].reshape(B, N, C)), ValueError),
+        ("empty batch", dict(qkv=np.zeros((0, N, 3 * C), np.float32), out=np.zeros((0, N, C), np.float32)),
+         ValueError),
+        ("empty tokens", dict(qkv=np.zeros((B, 0, 3 * C), np.float32), out=np.zeros((B, 0, C), np.float32)),
+         ValueError),
+        ("empty channels", dict(qkv=np.zeros((B, N, 0), np.float32), out=np.zeros((B, N, 0), np.float32)),
+         ValueError),
+    ]
+    return cases
+
+
+RAW_CASES = _raw_cases()
+
+
+@pytest.mark.parametrize("op", ["xca", "sla"])
+@pytest.mark.parametrize("name, kwargs, expected", RAW_CASES, ids=[c[0] for c in RAW_CASES])
+def test_raw_bindings_raise_on_bad_input(op, name, kwargs, expected):
+    qkv, temperature, positional, out = good()
+    args = dict(qkv=qkv, out=out, heads=H)
+    args.update(kwargs)
+    extra = temperature if op == "xca" else positional
+    with pytest.raises(expected):
+        getattr(_native, op)(args["qkv"], extra, args["out"], args["heads"], 1)
+
+
+@pytest.mark.parametrize("temperature, expected", [
+    (np.ones(H + 1, np.float32), ValueError),
+    (np.ones(H - 1, np.float32), ValueError),
+    (np.ones(H, np.float64), TypeError),
+    (np.ones((H, 1), np.float32), TypeError),
+    (np.ones(2 * H, np.float32)[::2], TypeError),
+    (np.ones(0, np.float32), ValueError),
+], ids=["too long", "too short", "float64", "2-D", "strided", "empty"])
+def test_raw_xca_rejects_a_bad_temperature(temperature, expected):
+    qkv, _, _, out = good()
+    with pytest.raises(expected):
+        _native.xca(qkv, temperature, out, H, 1)
+
+
+@pytest.mark.parametrize("positional, expected", [
+    (np.zeros((N + 1, C), np.float32), ValueError),
+    (np.zeros((N, C + 1), np.float32), ValueError),
+    (np.zeros((C, N), np.float32), ValueError),
+    (np.zeros((1, N, C), np.float32), TypeError),
+    (np.zeros(N * C, np.float32), TypeError),
+    (np.zeros((N, C), np.float64), TypeError),
+    (np.zeros((C, N), np.float32).T, TypeError),
+    (np.zeros((0, C), np.float32), ValueError),
+], ids=["too many tokens", "too many channels", "transposed shape", "3-D", "1-D", "float64",
+        "transposed view", "empty"])
+def test_raw_sla_rejects_a_bad_positional_table(positional, expected):
+    qkv, _, _, out = good()
+    with pytest.raises(expected):
+        _native.sla(qkv, positional, out, H, 1)
+
+
+def test_raw_bindings_leave_out_untouched_on_error():
+    qkv, temperature, _, _ = good()
+    out = np.full((B, N, C), 7.0, np.float32)
+    with pytest.raises(ValueError):
+        _native.xca(qkv, np.ones(H + 1, np.float32), out, H, 1)
+    assert (out == 7.0).all()
+
+
+# --- bad inputs: the edgevit.native wrappers -----------------------------------------------------
+
+WRAPPER_CASES = [
+    ("float64 qkv", lambda q: q.astype(np.float64), H),
+    ("int32 qkv", lambda q: q.astype(np.int32), H),
+    ("int64 qkv", lambda q: q.astype(np.int64), H),
+    ("2-D qkv", lambda q: q[0], H),
+    ("4-D qkv", lambda q: q[None], H),
+    ("list qkv", lambda q: q.tolist(), H),
+    ("torch tensor qkv", lambda q: torch.from_numpy(q), H),
+    ("width not 3 x heads x d", lambda q: np.zeros((B, N, 3 * C + 3), np.float32), H),
+    ("heads not dividing", lambda q: q, 4),
+    ("heads 0", lambda q: q, 0),
+    ("heads negative", lambda q: q, -1),
+]
+
+
+@pytest.mark.parametrize("op", ["xca", "sla"])
+@pytest.mark.parametrize("name, edit, heads", WRAPPER_CASES, ids=[c[0] for c in WRAPPER_CASES])
+def test_wrappers_raise_input_error(op, name, edit, heads):
+    qkv, temperature, positional, _ = good()
+    extra = temperature if op == "xca" else positional
+    with pytest.raises(InputError):
+        getattr(native, op)(edit(qkv), extra, heads)
+
+
+@pytest.mark.parametrize("temperature", [np.ones(H + 1, np.float32), np.ones(0, np.float32)],
+                         ids=["too long", "empty"])
+def test_wrapper_xca_bad_temperature_raises_input_error(temperature):
+    qkv, _, _, _ = good()
+    with pytest.raises(InputError):
+        native.xca(qkv, temperature, H)
+
+
+@pytest.mark.parametrize("positional", [np.zeros((N + 1, C), np.float32), np.zeros((N, C + 1), np.float32)],
+                         ids=["too many tokens", "too many channels"])
+def test_wrapper_sla_bad_positional_raises_input_error(positional):
+    qkv, _, _, _ = good()
+    with pytest.raises(InputError):
+        native.sla(qkv, positional, H)
+
+
+@pytest.mark.parametrize("op", ["xca", "sla"])
+@pytest.mark.parametrize("shape", [(0, N, 3 * C), (B, 0, 3 * C), (B, N, 0)], ids=["batch", "tokens", "channels"])
+def test_wrapper_empty_qkv_raises_input_error(op, shape):
+    _, temperature, positional, _ = good()
+    extra = temperature if op == "xca" else np.zeros((shape[1], shape[2] // 3), np.float32)
+    with pytest.raises(InputError):
+        getattr(native, op)(np.zeros(shape, np.float32), extra, H)
+
+
+def test_wrapper_accepts_a_positional_table_with_a_leading_1():
+    """A (1, N, C) table, as torch keeps it, works; a transposed (C, N) one is refused."""
+    qkv, _, positional, _ = good()
+    np.testing.assert_array_equal(native.sla(qkv, positional[None], H), native.sla(qkv, positional, H))
+    with pytest.raises(InputError, match="positional must have shape"):
+        native.sla(qkv, np.ascontiguousarray(positional.T), H)
+
+
+# --- the portable (baseline) build -------------------------------------------------------------
+
+BASELINE_SCRIPT = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import torch
+    from edgevit import _native
+    from edgevit.models.edgenext import cross_covariance_attention
+    from edgevit.models.slab_layers import simplified_linear_attention
+
+    assert _native.isa() == "baseline", _native.isa()
+    worst = 0.0
+    for batch, tokens, heads, dim in [(1, 1, 1, 1), (2, 3, 7, 13), (1, 49, 4, 64), (3, 21, 8, 3),
+                                      (2, 63, 3, 73), (1, 17, 2, 33), (2, 9, 5, 22)]:
+        rng = np.random.default_rng(batch * tokens + dim)
+        C = heads * dim
+        qkv = rng.standard_normal((batch, tokens, 3 * C)).astype(np.float32)
+        temperature = rng.uniform(0.25, 2.5, heads).astype(np.float32)
+        positional = (rng.standard_normal((tokens, C)) * 0.5).astype(np.float32)
+        for threads in (1, 2):
+            out = np.empty((batch, tokens, C), np.float32)
+            _native.xca(qkv, temperature, out, heads, threads)
+            ref = cross_covariance_attention(torch.from_numpy(qkv).double(),
+                                             torch.from_numpy(temperature).double(), heads).numpy()
+            worst = max(worst, float(np.abs(out - ref).max()))
+            out = np.empty((batch, tokens, C), np.float32)
+            _native.sla(qkv, positional, out, heads, threads)
+            ref = simplified_linear_attention(torch.from_numpy(qkv).double(),
+                                              torch.from_numpy(positional).double(), heads).numpy()
+            worst = max(worst, float(np.abs(out - ref).max()))
+    assert worst <= 1e-5, worst
+    np.save(sys.argv[1], np.array([worst]))
+    print("baseline ok", worst)
+""")
+
+
+def test_baseline_isa_matches_the_reference(tmp_path):
+    env = dict(os.environ, EDGEVIT_NATIVE_ISA="baseline")
+    result = tmp_path / "worst.npy"
+    proc = subprocess.run([sys.executable, "-c", BASELINE_SCRIPT, str(result)], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "baseline ok" in proc.stdout
+    assert float(np.load(result)[0]) <= ATOL
+
+
+def test_baseline_and_default_isa_agree(tmp_path):
+    """The same inputs through the portable build (in a subprocess) and the default one (here)."""
+    qkv, temperature, positional = make_inputs(2, 37, 3, 21, seed=12)
+    np.save(tmp_path / "qkv.npy", qkv)
+    np.save(tmp_path / "t.npy", temperature)
+    np.save(tmp_path / "p.npy", positional)
+    script = textwrap.dedent(f"""
+        import numpy as np
+        from edgevit import _native
+        assert _native.isa() == "baseline"
+        d = {str(tmp_path)!r}
+        qkv, t, p = (np.load(f"{{d}}/{{n}}.npy") for n in ("qkv", "t", "p"))
+        out = np.empty((2, 37, 63), np.float32)
+        _native.xca(qkv, t, out, 3, 1)
+        np.save(f"{{d}}/xca.npy", out)
+        out = np.empty((2, 37, 63), np.float32)
+        _native.sla(qkv, p, out, 3, 1)
+        np.save(f"{{d}}/sla.npy", out)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], env=dict(os.environ, EDGEVIT_NATIVE_ISA="baseline"),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert max_abs(np.load(tmp_path / "xca.npy"), native.xca(qkv, temperature, 3)) <= ATOL
+    assert max_abs(np.load(tmp_path / "sla.npy"), native.sla(qkv, positional, 3)) <= ATOL
