@@ -99,21 +99,23 @@ def _checked_table(table: np.ndarray, shape: tuple[int, ...], op: str, name: str
     return np.ascontiguousarray(array)
 
 
-def xca(qkv: np.ndarray, temperature: np.ndarray, heads: int, threads: int | None = None) -> np.ndarray:
-    """Cross-covariance attention with the C++ kernel: (B, N, 3C) float32 -> (B, N, C)."""
-    batch, tokens, channels = _checked_qkv(qkv, heads, "xca")
+def _run(op: str, qkv: np.ndarray, table: np.ndarray, table_name: str, heads: int,
+         threads: int | None) -> np.ndarray:
+    """Checks qkv and the per-op table, then runs kernel ``op``: (B, N, 3C) -> (B, N, C)."""
+    batch, tokens, channels = _checked_qkv(qkv, heads, op)
+    shape = (heads,) if op == "xca" else (tokens, channels)
+    table = _checked_table(table, shape, op, table_name)
     out = np.empty((batch, tokens, channels), np.float32)
     flops = 4.0 * batch * tokens * channels * (channels // heads)
-    table = _checked_table(np.reshape(temperature, -1), (heads,), "xca", "temperature")
-    kernels().xca(np.ascontiguousarray(qkv), table, out, heads, _threads(flops, threads))
+    getattr(kernels(), op)(np.ascontiguousarray(qkv), table, out, heads, _threads(flops, threads))
     return out
+
+
+def xca(qkv: np.ndarray, temperature: np.ndarray, heads: int, threads: int | None = None) -> np.ndarray:
+    """Cross-covariance attention with the C++ kernel: (B, N, 3C) float32 -> (B, N, C)."""
+    return _run("xca", qkv, np.reshape(temperature, -1), "temperature", heads, threads)
 
 
 def sla(qkv: np.ndarray, positional: np.ndarray, heads: int, threads: int | None = None) -> np.ndarray:
     """Simplified linear attention (no DWC) with the C++ kernel: (B, N, 3C) float32 -> (B, N, C)."""
-    batch, tokens, channels = _checked_qkv(qkv, heads, "sla")
-    out = np.empty((batch, tokens, channels), np.float32)
-    flops = 4.0 * batch * tokens * channels * (channels // heads)
-    table = _checked_table(positional, (tokens, channels), "sla", "positional")
-    kernels().sla(np.ascontiguousarray(qkv), table, out, heads, _threads(flops, threads))
-    return out
+    return _run("sla", qkv, positional, "positional", heads, threads)

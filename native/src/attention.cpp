@@ -25,28 +25,34 @@ bool use_avx2() {
 #endif
 }
 
-void run(Task task, const float* qkv, const float* extra, float* out, const AttentionShape& shape, int threads) {
+// Runs the build of `task` that use_avx2() picks, one call per (batch, head).
+void run(Task portable, Task avx2_task, const float* qkv, const float* extra, float* out,
+         const AttentionShape& shape, int threads) {
+    Task task = portable;
+#ifdef EDGEVIT_HAS_AVX2_BUILD
+    if (use_avx2()) task = avx2_task;
+#else
+    (void)avx2_task;
+#endif
     parallel_for(shape.batch * shape.heads, threads, [&](int64_t t) { task(qkv, extra, out, shape, t); });
 }
+
+#ifdef EDGEVIT_HAS_AVX2_BUILD
+#define EDGEVIT_BUILDS(name) baseline::name, avx2::name
+#else
+#define EDGEVIT_BUILDS(name) baseline::name, nullptr
+#endif
 
 }  // namespace
 
 void xca_forward(const float* qkv, const float* temperature, float* out, int64_t batch, int64_t tokens,
                  int64_t heads, int64_t dim, int threads) {
-    Task task = baseline::xca_task;
-#ifdef EDGEVIT_HAS_AVX2_BUILD
-    if (use_avx2()) task = avx2::xca_task;
-#endif
-    run(task, qkv, temperature, out, AttentionShape{batch, tokens, heads, dim}, threads);
+    run(EDGEVIT_BUILDS(xca_task), qkv, temperature, out, AttentionShape{batch, tokens, heads, dim}, threads);
 }
 
 void sla_forward(const float* qkv, const float* positional, float* out, int64_t batch, int64_t tokens,
                  int64_t heads, int64_t dim, int threads) {
-    Task task = baseline::sla_task;
-#ifdef EDGEVIT_HAS_AVX2_BUILD
-    if (use_avx2()) task = avx2::sla_task;
-#endif
-    run(task, qkv, positional, out, AttentionShape{batch, tokens, heads, dim}, threads);
+    run(EDGEVIT_BUILDS(sla_task), qkv, positional, out, AttentionShape{batch, tokens, heads, dim}, threads);
 }
 
 const char* active_isa() { return use_avx2() ? "avx2" : "baseline"; }

@@ -158,15 +158,26 @@ std::vector<float>& scratch(size_t floats) {
     return buffer;
 }
 
+// One (batch, head) of qkv and out: rows of `row` floats in qkv, of C floats in out.
+struct Head {
+    int64_t tokens, d, dp, C, row, h;
+    const float *q, *k, *v, *end;  // end: one past qkv, the limit of load_head's over-reads
+    float* out;
+};
+
+Head head_of(const float* qkv, float* out, const AttentionShape& s, int64_t task) {
+    const int64_t C = s.channels(), row = 3 * C, b = task / s.heads, h = task % s.heads;
+    const float* q = qkv + b * s.tokens * row + h * s.dim;
+    return Head{s.tokens, s.dim, padded(s.dim), C, row, h, q, q + C, q + 2 * C,
+                qkv + s.batch * s.tokens * row, out + b * s.tokens * C + h * s.dim};
+}
+
 }  // namespace
 
 void xca_task(const float* qkv, const float* temperature, float* out, const AttentionShape& s, int64_t task) {
-    const int64_t n_tok = s.tokens, d = s.dim, dp = padded(d), C = s.channels(), row = 3 * C;
-    const int64_t b = task / s.heads, h = task % s.heads;
-    const float* q = qkv + b * n_tok * row + h * d;
-    const float* k = q + C;
-    const float* v = q + 2 * C;
-    float* o = out + b * n_tok * C + h * d;
+    const Head hd = head_of(qkv, out, s, task);
+    const int64_t n_tok = hd.tokens, d = hd.d, dp = hd.dp, C = hd.C, row = hd.row;
+    const float *q = hd.q, *k = hd.k, *v = hd.v, *end = hd.end;
 
     // staging: q and k (N x dp, zero padded), squared norms of their columns over tokens
     std::vector<float>& buf = scratch(static_cast<size_t>(2 * n_tok * dp + 2 * dp + 2 * d * dp));
@@ -176,7 +187,6 @@ void xca_task(const float* qkv, const float* temperature, float* out, const Atte
     float* kn = qn + dp;
     float* at = kn + dp;        // softmax(attn)^T, (d x dp): row j holds attn[:, j]
     float* gram = at + d * dp;  // (d x dp): q^T k, then the scaled logits
-    const float* end = qkv + s.batch * n_tok * row;
     for (int64_t j = 0; j < dp; j += kLanes) {
         const vi8 mask = lanes_below(d - j);
         vf8 qsq = {}, ksq = {};
@@ -195,7 +205,7 @@ void xca_task(const float* qkv, const float* temperature, float* out, const Atte
     product(Left{qp, 1, dp}, Right{kp, dp}, Dest{gram, dp, d, nullptr}, d, n_tok);
 
     // attn = softmax(temperature * gram / (|q_i| |k_j|)), with F.normalize's 1e-12 floor
-    const float temp = temperature[h];
+    const float temp = temperature[hd.h];
     const vf8 tiny = {1e-12f, 1e-12f, 1e-12f, 1e-12f, 1e-12f, 1e-12f, 1e-12f, 1e-12f};
     for (int64_t j = 0; j < dp; j += kLanes) {  // kn: 1 / max(|k_j|, 1e-12)
         vf8 norm = load(kn + j);
@@ -229,17 +239,14 @@ void xca_task(const float* qkv, const float* temperature, float* out, const Atte
         for (int64_t j = 0; j < d; ++j) at[j * dp + i] = g[j] * inv;
     }
     // out[n, i] = sum_j v[n, j] attn[i, j]
-    product(Left{v, row, 1}, Right{at, dp}, Dest{o, C, d, nullptr}, n_tok, d);
+    product(Left{v, row, 1}, Right{at, dp}, Dest{hd.out, C, d, nullptr}, n_tok, d);
 }
 
 void sla_task(const float* qkv, const float* positional, float* out, const AttentionShape& s, int64_t task) {
-    const int64_t n_tok = s.tokens, d = s.dim, dp = padded(d), C = s.channels(), row = 3 * C;
-    const int64_t b = task / s.heads, h = task % s.heads;
-    const float* q = qkv + b * n_tok * row + h * d;
-    const float* k = q + C;
-    const float* v = q + 2 * C;
-    const float* p = positional + h * d;
-    float* o = out + b * n_tok * C + h * d;
+    const Head hd = head_of(qkv, out, s, task);
+    const int64_t n_tok = hd.tokens, d = hd.d, dp = hd.dp, C = hd.C, row = hd.row;
+    const float *q = hd.q, *k = hd.k, *v = hd.v, *end = hd.end;
+    const float* p = positional + hd.h * d;
 
     // staging: relu(q), relu(k + p), v (N x dp each, zero padded), column sums of relu(k + p)
     std::vector<float>& buf = scratch(static_cast<size_t>(3 * n_tok * dp + d * dp + dp + n_tok));
@@ -249,7 +256,6 @@ void sla_task(const float* qkv, const float* positional, float* out, const Atten
     float* kv = vp + n_tok * dp;
     float* ksum = kv + d * dp;
     float* z = ksum + dp;
-    const float* end = qkv + s.batch * n_tok * row;
     const float* p_end = positional + n_tok * C;
     for (int64_t j = 0; j < dp; j += kLanes) {
         const vi8 mask = lanes_below(d - j);
@@ -276,7 +282,7 @@ void sla_task(const float* qkv, const float* positional, float* out, const Atten
         z[n] = 1.f / (total + 1e-6f);
     }
     // out[n, e] = z[n] sum_c relu(q)[n, c] kv[c][e]
-    product(Left{qr, dp, 1}, Right{kv, dp}, Dest{o, C, d, z}, n_tok, d);
+    product(Left{qr, dp, 1}, Right{kv, dp}, Dest{hd.out, C, d, z}, n_tok, d);
 }
 
 }  // namespace EDGEVIT_ISA
