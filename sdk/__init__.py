@@ -20,8 +20,8 @@ from .errors import (
     UnsupportedModelError,
 )
 
-_API = ("list_models", "create_model", "reparameterize", "export", "load", "verify", "benchmark", "split",
-        "load_plan", "run_plan", "open_plan")
+_API = ("list_models", "create_model", "model_cost", "reparameterize", "export", "load", "verify", "benchmark",
+        "split", "load_plan", "run_plan", "open_plan")
 
 __all__ = [
     "__version__",
@@ -38,8 +38,8 @@ __all__ = [
 
 if TYPE_CHECKING:  # pragma: no cover
     from .api import (
-        benchmark, create_model, export, list_models, load, load_plan, open_plan, reparameterize, run_plan, split,
-        verify,
+        benchmark, create_model, export, list_models, load, load_plan, model_cost, open_plan, reparameterize,
+        run_plan, split, verify,
     )
 
 

@@ -84,6 +84,28 @@ def export(model_or_name: Any, target: str = "onnx", output: str | Path = "edgev
     return results if target == "all" else results[0]
 
 
+def model_cost(model_or_name: Any, *, image_size: int | Sequence[int] | None = None):
+    """Parameters and GFLOPs (multiply-adds, as the papers count them) at batch 1.
+
+    Counted on the re-parameterized model, the graph a deployed artifact runs; the
+    parameters as trained are ``.params``, as deployed ``.deployed_params``. The input is
+    the model's registered size unless ``image_size`` is given. Returns a
+    :class:`edgevit.flops.ModelCost`.
+    """
+    from .flops import model_cost as _model_cost
+    from .pipeline import model_input_shape
+
+    if isinstance(model_or_name, str):
+        spec, name = get_spec(model_or_name), model_or_name
+        model = create_model(name)
+    else:
+        model = model_or_name
+        name = getattr(model, "edgevit_name", None) or type(model).__name__.lower()
+        spec = get_spec(name) if getattr(model, "edgevit_name", None) else None
+    shape = model_input_shape(model, spec, name, image_size)
+    return _model_cost(model, shape, deployed=True)
+
+
 def reparameterize(model: Any) -> Any:
     """Fold ``model`` for deployment (eval mode, in place) and return it.
 

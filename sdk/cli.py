@@ -282,18 +282,27 @@ def info_command(
     artifact: Optional[Path] = typer.Argument(None, help="An .onnx, .tflite or .mlpackage file."),
     ops: bool = typer.Option(False, "--ops", help="Print the full operator census."),
     native: bool = typer.Option(False, "--native", help="Say whether the C++ attention kernels are in use."),
+    model: Optional[str] = typer.Option(None, "--model", help="A registered model: print its params and GFLOPs."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help="With --model: input height and width."),
 ) -> None:
-    """Show an artifact's inputs, outputs, metadata and operators (--native: the kernel path)."""
+    """Show an artifact's inputs, outputs, metadata and operators (--native: the kernel
+    path; --model NAME: a model's parameters and GFLOPs)."""
     from edgevit.inspect import describe_artifact
 
     if native:
         _native_info()
-        if artifact is None:
-            return
-    if artifact is None:
+    if model is not None:
+        _model_info(model, image_size)
+    elif image_size is not None:
         from edgevit.errors import InputError
 
-        raise InputError("give an artifact to describe, or --native")
+        raise InputError("--image-size goes with --model")
+    if artifact is None:
+        if native or model is not None:
+            return
+        from edgevit.errors import InputError
+
+        raise InputError("give an artifact to describe, --model NAME or --native")
     info = describe_artifact(artifact)
 
     def human() -> None:
@@ -322,6 +331,31 @@ def info_command(
         shown = census if ops else dict(list(census.items())[:8])
         console.print("  " + ", ".join(f"{k} {v}" for k, v in shown.items())
                       + ("" if ops or len(census) <= 8 else ", ... (--ops for all)"))
+
+    _emit(info, human)
+
+
+def _model_info(name: str, image_size: Optional[int]) -> None:
+    from edgevit.api import model_cost
+    from edgevit.models.registry import get_spec
+
+    spec = get_spec(name)
+    with _Progress() as say:
+        say(f"counting {name}")
+        cost = model_cost(name, image_size=image_size)
+    paper = spec.paper
+    info = {"model": name, "input": list(cost.input_shape), "params": cost.deployed_params,
+            "params_as_trained": cost.params, "macs": cost.macs, "gflops": round(cost.gflops, 4),
+            "paper": {"params_m": paper.params_m, "gflops": paper.gmacs, "source": paper.source} if paper else None}
+
+    def human() -> None:
+        size = "x".join(map(str, cost.input_shape[1:]))
+        trained = f" ({cost.params / 1e6:.2f}M as trained)" if cost.params != cost.deployed_params else ""
+        line = (f"{name} at {size}: {cost.deployed_params / 1e6:.2f}M params{trained}, "
+                f"{cost.gflops:.3f} GFLOPs (multiply-adds, deployed graph)")
+        if paper and paper.gmacs is not None and tuple(spec.input_size) == tuple(cost.input_shape[1:]):
+            line += f"; paper: {paper.params_m}M, {paper.gmacs} GFLOPs"
+        _console().print(line)
 
     _emit(info, human)
 

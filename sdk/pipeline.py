@@ -129,7 +129,7 @@ def export_model(
     for tgt in targets:  # a missing converter is reported before any long work starts
         exporter_module(tgt).check_dependencies()
     spec, module, name = _resolve_model(model, weights, say)
-    shape = _input_shape(module, spec, name, image_size, image)
+    shape = model_input_shape(module, spec, name, image_size, image)
     finals = {t: output_path(output, name, t, precision) for t in targets}
     for final in finals.values():
         ensure_writable_dir(final.parent)
@@ -152,7 +152,7 @@ def export_model(
         say(f"re-parameterizing {name}")
         from .reparam.checked import fold_checked
 
-        module, fold_report = fold_checked(module, name, reference, [x for _, x in checks])
+        module, fold_report = fold_checked(module, name, [x for _, x in checks])
         fold_summary = fold_report.to_dict(entries=False)
     shape_text = "x".join(map(str, shape))
     say(f"tracing {name} at {shape_text} with torch.export")
@@ -178,7 +178,7 @@ def export_model(
     return results
 
 
-def _input_shape(module: Any, spec: ModelSpec | None, name: str, image_size, image) -> tuple[int, ...]:
+def model_input_shape(module: Any, spec: ModelSpec | None, name: str, image_size, image=None) -> tuple[int, ...]:
     """The batch-1 input shape to export at, checked against what the model accepts."""
     declared = getattr(module, "input_size", None)  # the module's own size wins over its spec's
     native = tuple(declared or (spec.input_size if spec else (3, 224, 224)))

@@ -21,7 +21,9 @@ def test_registry_lists_every_model():
     assert edgevit.list_models("edgenext") == sorted(PAPER_PARAMS_M)
     assert edgevit.list_models("slab") == slab
     assert edgevit.list_models("deit") == ["deit_small", "deit_tiny"]
-    assert edgevit.list_models() == sorted([*PAPER_PARAMS_M, *slab, "deit_small", "deit_tiny"])
+    fmvit = ["fmvit_b", "fmvit_l", "fmvit_m", "fmvit_s", "fmvit_t"]
+    assert edgevit.list_models("fmvit") == fmvit
+    assert edgevit.list_models() == sorted([*PAPER_PARAMS_M, *slab, "deit_small", "deit_tiny", *fmvit])
 
 
 @pytest.mark.parametrize("name", sorted(PAPER_PARAMS_M))

@@ -115,3 +115,36 @@ _DEIT = {
                    PaperFigures(22.1, 4.6, 79.8, _DEIT_SOURCE), "DeiT-S: plain ViT (LayerNorm, softmax attention, class token)"),
 }
 _register_fixed_size("deit", _DEIT)
+
+# FMViT (Tan, Geng and Xie, arXiv 2311.05707): a RECONSTRUCTION from the paper's
+# abstract (no code or weights were released); the design is ours, documented in
+# edgevit.models.fmvit and docs/fmvit.md. Sizes were chosen so that the deployed
+# (re-parameterized) model lands within 10% of the published parameters and GFLOPs at
+# 224x224. The attention path's share of the channels ramps about 1/4, 3/8, 1/2, 3/4
+# over the stages, rounded to whole heads of ``head_dim`` channels.
+_FMVIT_SOURCE = "Tan et al., FMViT, arXiv 2311.05707 (abstract); architecture reconstructed, no official weights"
+_FMVIT = {
+    "fmvit_t": (dict(dims=(32, 64, 128, 224), depths=(2, 2, 5, 2), mixers=(1, 1, 2, 1),
+                     attn_dims=(8, 24, 64, 168), head_dim=8), PaperFigures(2.0, 0.3, 72.9, _FMVIT_SOURCE)),
+    "fmvit_s": (dict(dims=(48, 96, 192, 384), depths=(2, 2, 7, 3), mixers=(1, 1, 2, 1),
+                     attn_dims=(16, 32, 96, 288), head_dim=16), PaperFigures(6.4, 0.8, 78.5, _FMVIT_SOURCE)),
+    "fmvit_m": (dict(dims=(64, 128, 256, 512), depths=(3, 4, 10, 3), mixers=(1, 1, 3, 1),
+                     attn_dims=(16, 48, 128, 384), head_dim=16), PaperFigures(12.8, 2.0, 80.3, _FMVIT_SOURCE)),
+    "fmvit_b": (dict(dims=(96, 192, 384, 640), depths=(3, 4, 11, 3), mixers=(1, 1, 3, 1),
+                     attn_dims=(32, 64, 192, 480), head_dim=32), PaperFigures(24.3, 4.2, 82.4, _FMVIT_SOURCE)),
+    "fmvit_l": (dict(dims=(112, 224, 448, 704), depths=(4, 5, 14, 3), mixers=(1, 1, 4, 1),
+                     attn_dims=(32, 96, 224, 512), head_dim=32), PaperFigures(35.3, 7.1, 83.3, _FMVIT_SOURCE)),
+}
+for _name, (_cfg, _paper) in _FMVIT.items():
+    register_model(
+        ModelSpec(
+            name=_name,
+            family="fmvit",
+            builder="edgevit.models.fmvit:build_fmvit",
+            config={"sr_ratios": (8, 4, 2, 1), "mlp_ratio": 3.0, **_cfg},
+            input_size=(3, 224, 224),
+            paper=_paper,
+            description="FMViT (reconstruction, no official weights): conv + pooled-KV attention mixed per stage, "
+                        "gMLP multi-group re-parameterization, CFB fusion",
+        )
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -15,31 +15,42 @@ from .report import FoldReport
 FOLD_TOLERANCE = (1e-5, 1e-5)  # (atol, rtol): re-parameterization may only change rounding
 
 
-def fold_checked(module: Any, name: str, reference: Callable[[np.ndarray], np.ndarray],
-                 inputs: Sequence[np.ndarray]) -> tuple[Any, FoldReport]:
+def fold_checked(module: Any, name: str, inputs: Sequence[np.ndarray]) -> tuple[Any, FoldReport]:
     """A folded copy of ``module`` (the original is untouched) and its fold report.
 
-    The copy must match ``reference`` (the unfolded model) on every input within
-    :data:`FOLD_TOLERANCE`; a fold that changes the output more is a bug, raised as an
-    :class:`ExportError` before anything is converted or written.
+    The check measures what the fold changed and nothing else: both the unfolded model and
+    the folded copy (its float32 weights, exactly as they will be exported) run in float64
+    on every input, and must agree within :data:`FOLD_TOLERANCE`. Comparing two float32
+    runs instead would also measure float32 activation rounding, which grows with depth
+    (about 2e-5 on a 30-block FMViT-L with O(1) logits) and is not the fold's doing; the
+    artifact's end-to-end parity against the unfolded float32 model is checked separately.
+    A fold that changes the output more is a bug, raised as an :class:`ExportError` before
+    anything is converted or written.
     """
     from ..pipeline import torch_reference
 
     folded = reparameterize(copy.deepcopy(module))
     report: FoldReport = folded.edgevit_reparam_report
     report.model = name
-    run_folded = torch_reference(folded)
+    run_reference = torch_reference(_float64_copy(module))
+    run_folded = torch_reference(_float64_copy(folded))
     atol, rtol = FOLD_TOLERANCE
     worst = 0.0
     for x in inputs:
-        ref, got = reference(x), run_folded(x)
-        diff = np.abs(got.astype(np.float64) - ref)
+        x64 = np.asarray(x, dtype=np.float64)
+        ref, got = run_reference(x64), run_folded(x64)
+        diff = np.abs(got - ref)
         worst = max(worst, float(diff.max()))
         if np.any(diff > atol + rtol * np.abs(ref)):
             raise ExportError(f"re-parameterizing {name} changed its output by {float(diff.max()):.3g} "
-                              f"(limit {atol:g} + {rtol:g}*|ref|); use --no-reparam and report this bug")
+                              f"(limit {atol:g} + {rtol:g}*|ref|, float64); use --no-reparam and report this bug")
     report.max_abs_change = worst
     return folded, report
+
+
+def _float64_copy(module: Any) -> Any:
+    """A float64 copy of ``module`` (parameters and buffers), for rounding-free comparison."""
+    return copy.deepcopy(module).double()
 
 
 def fold_to_file(model_name: str, output: str | Path, *, weights: Optional[str | Path] = None,
@@ -54,7 +65,6 @@ def fold_to_file(model_name: str, output: str | Path, *, weights: Optional[str |
     from ..api import create_model
     from ..models.registry import get_spec
     from ..paths import ensure_writable_dir, publish, staged_path
-    from ..pipeline import torch_reference
     from ..verify import parity_inputs
 
     output = Path(output)
@@ -66,7 +76,7 @@ def fold_to_file(model_name: str, output: str | Path, *, weights: Optional[str |
     ensure_writable_dir(output.parent)
     model = create_model(model_name, weights=weights)
     inputs = [x for _, x in parity_inputs((1, *spec.input_size), num_inputs, seed)]
-    folded, report = fold_checked(model, model_name, torch_reference(model), inputs)
+    folded, report = fold_checked(model, model_name, inputs)
     with staged_path(output) as staged:
         torch.save(folded, staged)
         publish(staged, output)

@@ -20,7 +20,7 @@ the active :class:`~edgevit.reparam.report.FoldReport`.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
@@ -110,14 +110,21 @@ def _assign(layer: nn.Module, weight: torch.Tensor, bias: torch.Tensor) -> None:
         layer.bias.copy_(bias.to(layer.bias.dtype))
 
 
-def scale_output_channels(layer: nn.Module, scale: torch.Tensor, shift: Optional[torch.Tensor] = None) -> None:
-    """Make ``layer(x)`` compute ``scale * layer(x) + shift`` (per output channel), exactly."""
+def check_output_fold(layer: nn.Module, scale: torch.Tensor, shift: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Raise ValueError if ``scale * layer(x) + shift`` cannot fold into ``layer``; returns
+    the scale expanded to one value per output channel. Changes nothing."""
     _layer_kind(layer)
     out = layer.weight.shape[0]
     if scale.numel() == 1:
         scale = scale.reshape(1).expand(out)
     if scale.numel() != out or (shift is not None and shift.numel() != out):
         raise ValueError(f"affine of {scale.numel()} channels does not match {out} output channels")
+    return scale
+
+
+def scale_output_channels(layer: nn.Module, scale: torch.Tensor, shift: Optional[torch.Tensor] = None) -> None:
+    """Make ``layer(x)`` compute ``scale * layer(x) + shift`` (per output channel), exactly."""
+    scale = check_output_fold(layer, scale, shift)
     bias = _ensure_bias(layer)
     weight = layer.weight.detach().double()
     view = (-1,) + (1,) * (weight.dim() - 1)
@@ -135,14 +142,10 @@ def _padding_mixes_shift(layer: nn.Module, shift: torch.Tensor) -> bool:
     return padding == "same" or (padding != "valid" and any(p != 0 for p in padding))
 
 
-def fold_affine_into_inputs(layer: nn.Module, scale: torch.Tensor, shift: torch.Tensor) -> None:
-    """Make ``layer(x)`` compute ``layer(scale * x + shift)`` (per input channel), exactly.
-
-    Raises ValueError where that is impossible (a Conv whose zero padding would mix the
-    shift in, or a channel count that does not match).
-    """
+def check_input_fold(layer: nn.Module, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Raise ValueError if ``layer(scale * x + shift)`` cannot fold into ``layer``; returns
+    the scale expanded to one value per input channel. Changes nothing."""
     kind = _layer_kind(layer)
-    weight = layer.weight.detach().double()
     in_channels = layer.in_features if kind == "linear" else layer.in_channels
     if scale.numel() == 1:
         scale = scale.reshape(1).expand(in_channels)
@@ -150,6 +153,19 @@ def fold_affine_into_inputs(layer: nn.Module, scale: torch.Tensor, shift: torch.
         raise ValueError(f"affine of {scale.numel()} channels does not match {in_channels} input channels")
     if _padding_mixes_shift(layer, shift):
         raise ValueError("its zero padding would mix the affine shift into the border outputs")
+    return scale
+
+
+def fold_affine_into_inputs(layer: nn.Module, scale: torch.Tensor, shift: torch.Tensor) -> None:
+    """Make ``layer(x)`` compute ``layer(scale * x + shift)`` (per input channel), exactly.
+
+    Raises ValueError where that is impossible (a Conv whose zero padding would mix the
+    shift in, or a channel count that does not match).
+    """
+    scale = check_input_fold(layer, scale, shift)
+    kind = _layer_kind(layer)
+    weight = layer.weight.detach().double()
+    in_channels = scale.numel()
     bias = _ensure_bias(layer)
     if kind == "linear":
         new_weight = weight * scale[None, :]
@@ -174,39 +190,54 @@ def _child(parent: nn.Module, name: str) -> nn.Module:
     return module
 
 
-def _fold_child(parent: nn.Module, name: str, layer: nn.Module, side: str, apply, note: str) -> bool:
-    """Fold the affine child ``parent.<name>`` into ``layer`` with ``apply(layer, scale, shift)``.
+def _fold_child(parent: nn.Module, name: str, layers: Sequence[nn.Module], side: str, apply, check,
+                note: str) -> bool:
+    """Fold the affine child ``parent.<name>`` into every one of ``layers`` with
+    ``apply(layer, scale, shift)``, or into none of them.
 
-    Replaces the child by ``nn.Identity`` and records the fold; returns False (recording
-    why, if it is an affine) when the child is not an affine or ``apply`` refuses.
+    ``check(layer, scale, shift)`` raises ValueError for a layer that cannot take the fold;
+    every layer is checked before any changes. Replaces the child by ``nn.Identity`` and
+    records the fold; returns False (recording why, if it is an affine) when the child is
+    not an affine or a layer refuses.
     """
     child = _child(parent, name)
     affine = affine_of(child)
     if affine is None:
         return False
-    kind, target = type(child).__name__, type(layer).__name__
-    if isinstance(child, ChannelAffine) and child.channel_axis != _channel_axis(layer):
-        record("kept", name, f"{kind} on axis {child.channel_axis} is not along the channels of the {side} "
-               f"{target} (axis {_channel_axis(layer)})")
-        return False
+    kind = type(child).__name__
+    target = " and ".join(type(layer).__name__ for layer in layers)
+    for layer in layers:
+        if isinstance(child, ChannelAffine) and child.channel_axis != _channel_axis(layer):
+            record("kept", name, f"{kind} on axis {child.channel_axis} is not along the channels of the {side} "
+                   f"{type(layer).__name__} (axis {_channel_axis(layer)})")
+            return False
     try:
-        apply(layer, *affine)
+        for layer in layers:
+            check(layer, *affine)
     except ValueError as exc:
         record("kept", name, f"{kind} not folded into the {side} {target}: {exc}")
         return False
+    for layer in layers:
+        apply(layer, *affine)
     setattr(parent, name, nn.Identity())
     record("folded", name, f"{kind} -> {side} {target}" + (f" ({note})" if note else ""))
     return True
 
 
-def fold_into_next(parent: nn.Module, name: str, layer: nn.Module, *, note: str = "") -> bool:
-    """Fold the affine child ``parent.<name>`` into ``layer``, which consumes its output."""
-    return _fold_child(parent, name, layer, "next", fold_affine_into_inputs, note)
+def fold_into_next(parent: nn.Module, name: str, layer: nn.Module | Sequence[nn.Module], *,
+                   note: str = "") -> bool:
+    """Fold the affine child ``parent.<name>`` into ``layer``, which consumes its output.
+
+    ``layer`` may be several layers that all read the affine's output (a query projection
+    and a key/value path): the affine folds into each of them, or into none.
+    """
+    layers = [layer] if isinstance(layer, nn.Module) else list(layer)
+    return _fold_child(parent, name, layers, "next", fold_affine_into_inputs, check_input_fold, note)
 
 
 def fold_into_previous(layer: nn.Module, parent: nn.Module, name: str, *, note: str = "") -> bool:
     """Fold the affine child ``parent.<name>``, applied to ``layer``'s output, into ``layer``."""
-    return _fold_child(parent, name, layer, "previous", scale_output_channels, note)
+    return _fold_child(parent, name, [layer], "previous", scale_output_channels, check_output_fold, note)
 
 
 def fold_layer_scale(layer: nn.Module, parent: nn.Module, name: str) -> bool:
