@@ -98,7 +98,7 @@ def models_command(family: Optional[str] = typer.Option(None, help="Only this fa
             "name": s.name, "family": s.family, "input": "x".join(map(str, s.input_size)),
             "params_m": s.paper.params_m if s.paper else None,
             "gmacs": s.paper.gmacs if s.paper else None,
-            "top1": s.paper.top1 if s.paper else None, "description": s.description,
+            "top1": s.paper.top1 if s.paper else None, "description": s.description, "caveat": s.caveat or None,
         }
         for s in specs
     ]
@@ -110,9 +110,14 @@ def models_command(family: Optional[str] = typer.Option(None, help="Only this fa
         for col in ("name", "input", "params (M)", "GMACs", "top-1 %"):
             table.add_column(col, no_wrap=True)
         for r in rows:
+            name = r["name"] + (" *" if r["caveat"] else "")
             table.add_row(*(str(v) if v is not None else "-" for v in
-                            (r["name"], r["input"], r["params_m"], r["gmacs"], r["top1"])))
-        _console().print(table)
+                            (name, r["input"], r["params_m"], r["gmacs"], r["top1"])))
+        console = _console()
+        console.print(table)
+        for caveat in dict.fromkeys(r["caveat"] for r in rows if r["caveat"]):
+            marked = ", ".join(r["name"] for r in rows if r["caveat"] == caveat)
+            console.print(f"* {marked}: {caveat}")
 
     _emit(rows, human)
 

@@ -94,6 +94,11 @@ def test_five_variants_are_registered_as_a_reconstruction():
         spec = get_spec(name)
         assert (spec.paper.params_m, spec.paper.gmacs) == PUBLISHED[name]
         assert "reconstruct" in spec.paper.source and "no official weights" in spec.description
+    rows = json.loads(run_cli("--json", "models", "--family", "fmvit").stdout)
+    assert [r["name"] for r in rows] == sorted(VARIANTS)
+    assert all(r["caveat"].startswith("reconstructed from the paper's description") for r in rows)
+    listing = run_cli("models").stdout
+    assert "fmvit_t *" in listing and "edgenext_small *" not in listing
 
 
 @pytest.mark.parametrize("name", VARIANTS)

@@ -146,5 +146,7 @@ for _name, (_cfg, _paper) in _FMVIT.items():
             paper=_paper,
             description="FMViT (reconstruction, no official weights): conv + pooled-KV attention mixed per stage, "
                         "gMLP multi-group re-parameterization, CFB fusion",
+            caveat="reconstructed from the paper's description (no code or weights were released); "
+                   "the figures are the paper's, see docs/fmvit.md",
         )
     )

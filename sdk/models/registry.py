@@ -45,6 +45,7 @@ class ModelSpec:
     fixed_size: bool = False  # learned position tables: only ``input_size`` works
     paper: PaperFigures | None = None
     description: str = ""
+    caveat: str = ""  # what a user must know before trusting the paper figures (e.g. a reconstruction)
 
     def resolve_builder(self) -> Callable[..., Any]:
         """Import and return the builder function."""
