@@ -99,9 +99,13 @@ def model_cost(model_or_name: Any, *, image_size: int | Sequence[int] | None = N
         spec, name = get_spec(model_or_name), model_or_name
         model = create_model(name)
     else:
-        model = model_or_name
+        model, spec = model_or_name, None
         name = getattr(model, "edgevit_name", None) or type(model).__name__.lower()
-        spec = get_spec(name) if getattr(model, "edgevit_name", None) else None
+        if getattr(model, "edgevit_name", None):
+            try:
+                spec = get_spec(name)
+            except EdgeVitError:
+                spec = None
     shape = model_input_shape(model, spec, name, image_size)
     return _model_cost(model, shape, deployed=True)
 

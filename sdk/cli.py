@@ -186,7 +186,7 @@ def export_command(
         if results and results[0].reparam:
             fold = results[0].reparam
             console.print(f"re-parameterized: {fold['folded']} folds, {fold['kept']} kept, output changed by "
-                          f"{fold['max_abs_change']:.2g} at most ('edgevit reparam' shows the details)")
+                          f"{fold['max_abs_change']:.2g} at most, in float64 ('edgevit reparam' shows the details)")
         for r in results:
             if r.parity is not None:
                 _parity_table(r.parity)
@@ -229,7 +229,8 @@ def reparam_command(
         console.print(table)
         for entry in report.kept:
             console.print(f"[yellow]kept[/] {entry.where}: {entry.detail}")
-        console.print(f"folded vs unfolded: max abs change {report.max_abs_change:.3g} on {num_inputs} inputs; "
+        console.print(f"folded vs unfolded: max abs change {report.max_abs_change:.3g} on {num_inputs} inputs "
+                      "(both run in float64); "
                       f"wrote {output} (torch.load(path, weights_only=False))")
 
     _emit({**report.to_dict(), "output": str(output)}, human)

@@ -77,8 +77,7 @@ def count_macs(model: Any, input_shape: Sequence[int]) -> int:
 
     from .native_torch import attention_path
 
-    if not isinstance(model, torch.nn.Module):
-        raise InputError(f"count_macs expects a torch.nn.Module, got {type(model).__name__}")
+    _check_module(model)
     shape = tuple(int(s) for s in input_shape)
     if any(s < 1 for s in shape):
         raise InputError(f"input shape {shape} has an empty dimension")
@@ -94,6 +93,13 @@ def count_macs(model: Any, input_shape: Sequence[int]) -> int:
     return counter.get_total_flops() // 2
 
 
+def _check_module(model: Any) -> None:
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        raise InputError(f"counting parameters and FLOPs needs a torch.nn.Module, got {type(model).__name__}")
+
+
 def parameter_count(model: Any) -> int:
     """Every parameter of ``model`` (trainable or not)."""
     return sum(p.numel() for p in model.parameters())
@@ -103,6 +109,7 @@ def model_cost(model: Any, input_shape: Sequence[int], *, deployed: bool = False
     """Parameters and multiply-adds of ``model``; with ``deployed``, also the parameters
     and multiply-adds of its re-parameterized copy (the original is untouched), which
     are the figures a deployed artifact has."""
+    _check_module(model)
     params = parameter_count(model)
     if not deployed:
         return ModelCost(params, count_macs(model, input_shape), tuple(input_shape))

@@ -111,6 +111,15 @@ def test_deployed_size_is_within_10_percent_of_the_paper(name):
     assert cost.params > cost.deployed_params  # the gMLP branches exist only while training
 
 
+def test_model_cost_takes_a_module_and_refuses_anything_else():
+    model = edgevit.create_model("fmvit_t")
+    cost = edgevit.model_cost(model, image_size=SMALL)
+    assert cost.input_shape == (1, 3, SMALL, SMALL) and cost.deployed_params == 1995928
+    assert not model.training and any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # untouched
+    with pytest.raises(edgevit.InputError, match="needs a torch.nn.Module"):
+        edgevit.model_cost(3)
+
+
 @pytest.mark.parametrize("name,published", [("edgenext_xx_small", 0.261), ("edgenext_x_small", 0.538),
                                             ("edgenext_small", 1.26)])
 def test_flop_counter_matches_edgenext_published_madds(name, published):
