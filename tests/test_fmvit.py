@@ -59,7 +59,14 @@ def _bn_and_branches(model: nn.Module) -> list[str]:
             or (isinstance(m, MultiBranchConv2d) and (len(m.branches) or m.identity is not None))]
 
 
-def _assert_folds_exactly(module: nn.Module, *inputs: torch.Tensor, float32: bool = True) -> nn.Module:
+def _own_reparameterize(module: nn.Module) -> nn.Module:
+    """The block's own ``reparameterize()``, called on the block alone (not by the engine)."""
+    module.eval().reparameterize()
+    return module
+
+
+def _assert_folds_exactly(module: nn.Module, *inputs: torch.Tensor, float32: bool = True,
+                          fold=reparameterize) -> nn.Module:
     """Fold ``module`` (float32, as export does) and check that the fold is exact.
 
     - the folded float32 weights, run in float64, match the unfolded model run in float64
@@ -73,16 +80,17 @@ def _assert_folds_exactly(module: nn.Module, *inputs: torch.Tensor, float32: boo
     atol, rtol = FOLD_TOLERANCE
     wide = [x.double() for x in inputs]
     with torch.no_grad():
-        folded = reparameterize(copy.deepcopy(module))
+        folded = fold(copy.deepcopy(module))
         truth = copy.deepcopy(module).double()(*wide)
         assert truth.abs().max() > 0.1  # a real signal, not a vanishing one
         torch.testing.assert_close(copy.deepcopy(folded).double()(*wide), truth, atol=atol, rtol=rtol)
-        folded64 = reparameterize(copy.deepcopy(module).double())
+        folded64 = fold(copy.deepcopy(module).double())
         torch.testing.assert_close(folded64(*wide), truth, atol=1e-10, rtol=1e-10)
         if float32:
             torch.testing.assert_close(folded(*inputs), module(*inputs), atol=atol, rtol=rtol)
     assert _bn_and_branches(folded) == []
-    assert folded.edgevit_reparam_report.kept == []
+    if fold is reparameterize:
+        assert folded.edgevit_reparam_report.kept == []
     return folded
 
 
@@ -217,8 +225,9 @@ def test_multi_branch_conv_rejects_what_cannot_fold(kwargs, message):
     (lambda: ConvBlock(16), (2, 16, 8, 8)),
     (lambda: FrequencyMixingBlock(32, attn_dim=16, num_heads=2, sr_ratio=2), (2, 32, 8, 8)),
 ], ids=["gmlp", "rlmhsa-sr1", "rlmhsa-sr4", "conv-block", "mixing-block"])
-def test_every_block_folds_exactly(make, shape):
-    folded = _assert_folds_exactly(make(), torch.randn(shape))
+@pytest.mark.parametrize("fold", [reparameterize, _own_reparameterize], ids=["engine", "own"])
+def test_every_block_folds_exactly(make, shape, fold):
+    folded = _assert_folds_exactly(make(), torch.randn(shape), fold=fold)
     if isinstance(folded, RLMHSA):
         assert folded.scale == 1.0 and isinstance(folded.norm, nn.Identity)
 
@@ -229,6 +238,7 @@ def test_cfb_folds_to_two_convs():
     realistic(cfb.channel, (2, 16, 8, 8))
     realistic(cfb.local, (2, 16, 8, 8))
     folded = _assert_folds_exactly(cfb, high, low)
+    assert _bn_and_branches(_own_reparameterize(copy.deepcopy(cfb))) == []
     convs = [m for m in folded.modules() if isinstance(m, nn.Conv2d)]
     assert [(c.kernel_size, c.groups) for c in convs] == [((3, 3), 16), ((1, 1), 1)]
 
@@ -258,6 +268,11 @@ def test_every_variant_folds_exactly_to_plain_convs(name):
     folded = _assert_folds_exactly(edgevit.create_model(name), torch.randn(2, 3, SMALL, SMALL), float32=False)
     report = folded.edgevit_reparam_report.counts()
     assert report["3 parallel branches -> one Conv2d"] > 0 and report["attention scale -> previous Conv2d"] > 0
+
+
+def test_the_whole_model_folds_through_its_own_reparameterize():
+    _assert_folds_exactly(edgevit.create_model("fmvit_t"), torch.randn(2, 3, SMALL, SMALL), float32=False,
+                          fold=_own_reparameterize)
 
 
 def test_attention_moves_the_logits_far_past_the_parity_tolerance():

@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..reparam.branches import MultiBranchConv2d
+from ..reparam.engine import fold_children
 from ..reparam.folds import fold_into_next, scale_output_channels
 from ..reparam.report import record
 
@@ -67,12 +68,20 @@ def conv_bn(in_channels: int, out_channels: int, kernel_size: int = 1, stride: i
     ))
 
 
+class FoldableBlock(nn.Module):
+    """An FMViT block whose ``reparameterize()`` folds the whole block for deployment:
+    every parallel branch into one conv and every BatchNorm into a conv, exactly."""
+
+    def reparameterize(self) -> None:
+        fold_children(self)
+
+
 def depthwise_rep(channels: int) -> MultiBranchConv2d:
     """A depth-wise 3x3 with 1x1 and identity branches: one depth-wise 3x3 at deploy time."""
     return MultiBranchConv2d(channels, channels, kernel_sizes=(3, 1), groups=(channels, channels), identity=True)
 
 
-class GroupMLP(nn.Module):
+class GroupMLP(FoldableBlock):
     """gMLP: 1x1 conv (C -> rC), GELU, 1x1 conv (rC -> C); each conv is multi-group."""
 
     def __init__(self, dim: int, mlp_ratio: float = 3.0, groups: Sequence[int] = GMLP_GROUPS) -> None:
@@ -86,7 +95,7 @@ class GroupMLP(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
-class RLMHSA(nn.Module):
+class RLMHSA(FoldableBlock):
     """Lightweight multi-head self-attention: all tokens query keys/values pooled by ``sr``."""
 
     def __init__(self, dim: int, num_heads: int, sr_ratio: int = 1) -> None:
@@ -121,6 +130,7 @@ class RLMHSA(nn.Module):
     def reparameterize(self) -> None:
         """Pre-norm into the query projection and the pooling conv (or the key/value
         projection when nothing pools); the attention scale into the query projection."""
+        fold_children(self)  # the pooling conv's own BatchNorm first
         readers = [self.q, self.reduce.conv if self.sr_ratio > 1 else self.kv]
         fold_into_next(self, "norm", readers)
         if self.scale != 1.0:
@@ -129,7 +139,7 @@ class RLMHSA(nn.Module):
             record("folded", "q", "attention scale -> previous Conv2d")
 
 
-class ConvFusionBlock(nn.Module):
+class ConvFusionBlock(FoldableBlock):
     """CFB: concatenate the high- and low-frequency paths, mix them locally (depth-wise
     3x3 + 1x1 + identity) and across channels (1x1 + identity), every branch with its
     BatchNorm. Linear throughout, so it deploys as two convolutions."""
@@ -143,7 +153,7 @@ class ConvFusionBlock(nn.Module):
         return self.channel(self.local(torch.cat((high, low), dim=1)))
 
 
-class ConvBlock(nn.Module):
+class ConvBlock(FoldableBlock):
     """High-frequency block: re-parameterizable depth-wise 3x3 token mixer, then gMLP."""
 
     def __init__(self, dim: int, mlp_ratio: float = 3.0) -> None:
@@ -156,7 +166,7 @@ class ConvBlock(nn.Module):
         return x + self.mlp(x)
 
 
-class FrequencyMixingBlock(nn.Module):
+class FrequencyMixingBlock(FoldableBlock):
     """High-frequency conv path and low-frequency RLMHSA path on a channel split, fused by
     a CFB, then gMLP."""
 
@@ -183,7 +193,7 @@ def mixing_positions(depth: int, mixers: int) -> set[int]:
     return {depth - 1 - round(i * depth / mixers) for i in range(mixers)} if mixers else set()
 
 
-class FMViT(nn.Module):
+class FMViT(FoldableBlock):
     """FMViT classifier (reconstruction): stem, 4 stages of conv and mixing blocks, head."""
 
     def __init__(self, in_chans: int = 3, num_classes: int = 1000,
@@ -223,7 +233,9 @@ class FMViT(nn.Module):
         return self.head(self.forward_features(x))
 
     def reparameterize(self) -> None:
-        """The BatchNorm before the global pooling commutes with the mean: into the head."""
+        """Every block, then the BatchNorm before the global pooling (it commutes with the
+        mean) into the head."""
+        fold_children(self)
         fold_into_next(self, "norm", self.head, note="absorbed through the mean pooling")
 
 

@@ -4,7 +4,8 @@ The walk is children-first, so a block has folded its own insides before its par
 looks at it. At each module:
 
 1. a module that knows its own data flow implements ``reparameterize(self) -> None``
-   and folds itself with the functions of :mod:`.folds`;
+   and folds itself with the functions of :mod:`.folds` (calling :func:`fold_children`
+   first makes it fold its whole subtree when a user calls it on the block alone);
 2. in an ``nn.Sequential`` the data flow is the order of the children, so the generic
    folds apply to every adjacent pair: Conv/Linear then an affine (BatchNorm, RepBN,
    ...), and an affine then Conv/Linear where that is exact.
@@ -15,6 +16,7 @@ not fold.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from typing import Any, Optional
 
@@ -25,6 +27,7 @@ from .folds import FOLDABLE_LAYERS, ChannelAffine, fold_into_next, fold_into_pre
 from .report import FoldReport, at, collecting, record
 
 log = logging.getLogger("edgevit.reparam")
+_WALKING: contextvars.ContextVar[bool] = contextvars.ContextVar("edgevit_reparam_walking", default=False)
 
 
 def reparameterize(model: Any) -> Any:
@@ -40,12 +43,32 @@ def reparameterize(model: Any) -> Any:
         raise InputError(f"reparameterize expects a torch.nn.Module, got {type(model).__name__}")
     model.eval()
     report = FoldReport(model=getattr(model, "edgevit_name", type(model).__name__))
-    with collecting(report), torch.no_grad():
-        _walk(model, "")
-        _audit(model, report)
+    token = _WALKING.set(True)
+    try:
+        with collecting(report), torch.no_grad():
+            _walk(model, "")
+            _audit(model, report)
+    finally:
+        _WALKING.reset(token)
     model.edgevit_reparam_report = report
     log.info("reparameterized %s: %s", report.model, report.summary())
     return model
+
+
+def fold_children(module: nn.Module) -> None:
+    """Fold everything inside ``module``'s children (children first), as
+    :func:`reparameterize` would, so that a block's own ``reparameterize()`` folds the
+    whole block when called on its own. During a walk (:func:`reparameterize`, or an
+    outer ``fold_children``) the children are already folded and this returns at once."""
+    if _WALKING.get():
+        return
+    token = _WALKING.set(True)
+    try:
+        with torch.no_grad():
+            for name, child in list(module.named_children()):
+                _walk(child, name)
+    finally:
+        _WALKING.reset(token)
 
 
 def _walk(module: nn.Module, path: str) -> None:
