@@ -17,9 +17,11 @@ from edgevit.models.fmvit import (
     ConvBlock, ConvFusionBlock, FrequencyMixingBlock, GroupMLP, RLMHSA, mixing_positions,
 )
 from edgevit.models.registry import get_spec
+from edgevit.pipeline import torch_reference
 from edgevit.reparam import recalibrate_batchnorm, reparameterize
 from edgevit.reparam.branches import MultiBranchConv2d
 from edgevit.reparam.checked import FOLD_TOLERANCE
+from edgevit.verify import parity_inputs
 
 from .conftest import SMALL, assert_clean_failure, run_cli
 from .helpers import onnx_normalization_ops
@@ -323,9 +325,17 @@ def test_every_variant_exports_to_every_target_with_parity(name, tmp_path):
     model = realistic(edgevit.create_model(name), (2, 3, SMALL, SMALL))
     results = edgevit.export(model, "all", tmp_path, image_size=SMALL, num_inputs=2)
     assert [r.target for r in results] == ["onnx", "coreml", "tflite"]
+    reference = torch_reference(model)
+    scale = max(float(np.abs(reference(x)).max()) for _, x in parity_inputs((1, 3, SMALL, SMALL), 2, 0))
+    assert scale > 1.0  # O(1) logits: every path matters
     for result in results:
         assert result.written and result.parity.passed and result.parity.numerically_verified, result.target
         assert result.reparam["kept"] == 0 and result.reparam["max_abs_change"] < 1e-5
+        # far inside the fp32 tolerance: float32 rounding of O(1) logits (1e-5 relative), no more
+        assert result.parity.max_abs_err <= 1e-5 * scale, (result.target, result.parity.max_abs_err, scale)
+        assert result.parity.top1_agreement == 1.0
+        meta = edgevit.load(result.path).metadata
+        assert meta.model == name and meta.parity["status"] == "passed" and meta.input_shape == [1, 3, SMALL, SMALL]
     onnx_path = results[0].path
     assert onnx_normalization_ops(onnx_path) == []
     assert parallel_branches(onnx_path) == []

@@ -47,7 +47,6 @@ from collections import OrderedDict
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..reparam.branches import MultiBranchConv2d
