@@ -325,14 +325,19 @@ def test_every_variant_exports_to_every_target_with_parity(name, tmp_path):
     model = realistic(edgevit.create_model(name), (2, 3, SMALL, SMALL))
     results = edgevit.export(model, "all", tmp_path, image_size=SMALL, num_inputs=2)
     assert [r.target for r in results] == ["onnx", "coreml", "tflite"]
-    reference = torch_reference(model)
-    scale = max(float(np.abs(reference(x)).max()) for _, x in parity_inputs((1, 3, SMALL, SMALL), 2, 0))
+    inputs = [x for _, x in parity_inputs((1, 3, SMALL, SMALL), 2, 0)]
+    reference, exact = torch_reference(model), torch_reference(copy.deepcopy(model).double())
+    scale = max(float(np.abs(reference(x)).max()) for x in inputs)
+    # the float32 rounding the unfolded model itself carries (its distance from float64)
+    noise = max(float(np.abs(reference(x) - exact(x.astype(np.float64))).max()) for x in inputs)
     assert scale > 1.0  # O(1) logits: every path matters
     for result in results:
         assert result.written and result.parity.passed and result.parity.numerically_verified, result.target
         assert result.reparam["kept"] == 0 and result.reparam["max_abs_change"] < 1e-5
-        # far inside the fp32 tolerance: float32 rounding of O(1) logits (1e-5 relative), no more
-        assert result.parity.max_abs_err <= 1e-5 * scale, (result.target, result.parity.max_abs_err, scale)
+        # far inside the fp32 tolerance: the artifact and the unfolded model each round on
+        # their own, so their distance is bounded by a few times that rounding, no more
+        bound = max(1e-5 * scale, 3 * noise)
+        assert result.parity.max_abs_err <= bound, (result.target, result.parity.max_abs_err, scale, noise)
         assert result.parity.top1_agreement == 1.0
         meta = edgevit.load(result.path).metadata
         assert meta.model == name and meta.parity["status"] == "passed" and meta.input_shape == [1, 3, SMALL, SMALL]
