@@ -93,19 +93,14 @@ def model_cost(model_or_name: Any, *, image_size: int | Sequence[int] | None = N
     :class:`edgevit.flops.ModelCost`.
     """
     from .flops import model_cost as _model_cost
-    from .pipeline import model_input_shape
+    from .pipeline import model_input_shape, registered_spec
 
     if isinstance(model_or_name, str):
         spec, name = get_spec(model_or_name), model_or_name
         model = create_model(name)
     else:
-        model, spec = model_or_name, None
-        name = getattr(model, "edgevit_name", None) or type(model).__name__.lower()
-        if getattr(model, "edgevit_name", None):
-            try:
-                spec = get_spec(name)
-            except EdgeVitError:
-                spec = None
+        model = model_or_name
+        spec, name = registered_spec(model)
     shape = model_input_shape(model, spec, name, image_size)
     return _model_cost(model, shape, deployed=True)
 

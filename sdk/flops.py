@@ -15,7 +15,7 @@ PyTorch attention path (edgevit's native kernels are opaque to the counter).
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 from .errors import InputError
@@ -34,9 +34,6 @@ class ModelCost:
     def gflops(self) -> float:
         """Billions of multiply-adds (the papers' "GFLOPs")."""
         return self.macs / 1e9
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "params_m": self.params / 1e6, "gflops": self.gflops}
 
 
 def _elementwise(per_element_affine: int, per_element_plain: int, weight_index: int):

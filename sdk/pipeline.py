@@ -220,14 +220,20 @@ def _resolve_model(model: Any, weights: str | Path | None, say: Progress) -> tup
         raise EdgeVitError("weights can only be given with a registered model name")
     if not hasattr(model, "forward"):
         raise InputError(f"expected a model name or a torch.nn.Module, got {type(model).__name__}")
-    name = getattr(model, "edgevit_name", None)
-    spec = None
-    if name:  # a registered model (e.g. from create_model, then fine-tuned): use its spec
+    spec, name = registered_spec(model)
+    return spec, model.eval(), name
+
+
+def registered_spec(module: Any) -> tuple[ModelSpec | None, str]:
+    """The spec and name of a module built by ``create_model`` (then perhaps fine-tuned);
+    other modules have no spec and are named after their class."""
+    name = getattr(module, "edgevit_name", None)
+    if name:
         try:
-            spec = get_spec(name)
+            return get_spec(name), name
         except EdgeVitError:
-            spec = None
-    return spec, model.eval(), name or type(model).__name__.lower()
+            pass
+    return None, name or type(module).__name__.lower()
 
 
 def _export_one(target, exporter, request, final: Path, spec, verify: bool, checks, reference, load,

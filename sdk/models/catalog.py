@@ -46,21 +46,31 @@ _EDGENEXT = {
     ),
 }
 
-for _name, (_cfg, _paper) in _EDGENEXT.items():
-    register_model(
-        ModelSpec(
-            name=_name,
-            family="edgenext",
-            builder="edgevit.models.edgenext:build_edgenext",
-            config={**_EDGENEXT_COMMON, **_cfg},
-            input_size=(3, 256, 256),
-            paper=_paper,
-            description=(
-                "EdgeNeXt, BatchNorm + Hardswish deployment variant" if _cfg.get("bn_hs")
-                else "EdgeNeXt: conv encoders + split depth-wise transposed attention (SDTA)"
-            ),
+
+
+def _register_family(family: str, builder: str, table: dict, common: dict, size: int, describe,
+                     caveat: str = "") -> None:
+    """Models that take any input size (a multiple of 32); ``describe(config)`` words each."""
+    for name, (config, paper) in table.items():
+        register_model(
+            ModelSpec(
+                name=name,
+                family=family,
+                builder=builder,
+                config={**common, **config},
+                input_size=(3, size, size),
+                paper=paper,
+                description=describe(config),
+                caveat=caveat,
+            )
         )
-    )
+
+
+_register_family(
+    "edgenext", "edgevit.models.edgenext:build_edgenext", _EDGENEXT, _EDGENEXT_COMMON, 256,
+    lambda config: ("EdgeNeXt, BatchNorm + Hardswish deployment variant" if config.get("bn_hs")
+                    else "EdgeNeXt: conv encoders + split depth-wise transposed attention (SDTA)"),
+)
 
 # SLAB (Guo et al., ICML 2024). Parameter counts are those of the official code's models
 # (all trainable parameters, the PRepBN LayerNorm branch and SLAB-DeiT's unused class
@@ -135,18 +145,10 @@ _FMVIT = {
     "fmvit_l": (dict(dims=(112, 224, 448, 704), depths=(4, 5, 14, 3), mixers=(1, 1, 4, 1),
                      attn_dims=(32, 96, 224, 512), head_dim=32), PaperFigures(35.3, 7.1, 83.3, _FMVIT_SOURCE)),
 }
-for _name, (_cfg, _paper) in _FMVIT.items():
-    register_model(
-        ModelSpec(
-            name=_name,
-            family="fmvit",
-            builder="edgevit.models.fmvit:build_fmvit",
-            config={"sr_ratios": (8, 4, 2, 1), "mlp_ratio": 3.0, **_cfg},
-            input_size=(3, 224, 224),
-            paper=_paper,
-            description="FMViT (reconstruction, no official weights): conv + pooled-KV attention mixed per stage, "
-                        "gMLP multi-group re-parameterization, CFB fusion",
-            caveat="reconstructed from the paper's description (no code or weights were released); "
-                   "the figures are the paper's, see docs/fmvit.md",
-        )
-    )
+_register_family(
+    "fmvit", "edgevit.models.fmvit:build_fmvit", _FMVIT, dict(sr_ratios=(8, 4, 2, 1), mlp_ratio=3.0), 224,
+    lambda config: ("FMViT (reconstruction, no official weights): conv + pooled-KV attention mixed per stage, "
+                    "gMLP multi-group re-parameterization, CFB fusion"),
+    caveat=("reconstructed from the paper's description (no code or weights were released); "
+            "the figures are the paper's, see docs/fmvit.md"),
+)

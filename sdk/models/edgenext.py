@@ -325,7 +325,7 @@ class EdgeNeXt(nn.Module):
             self.stages.append(nn.Sequential(*blocks))
         self.norm = nn.BatchNorm2d(dims[-1]) if bn_hs else nn.LayerNorm(dims[-1], eps=1e-6)
         self.head = nn.Linear(dims[-1], num_classes)
-        self.apply(_init_weights)
+        self.apply(init_conv_linear_weights)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         for down, stage in zip(self.downsample_layers, self.stages):
@@ -344,7 +344,8 @@ class EdgeNeXt(nn.Module):
             fold_into_next(self, "norm", self.head, note="absorbed through the mean pooling")
 
 
-def _init_weights(m: nn.Module) -> None:
+def init_conv_linear_weights(m: nn.Module) -> None:
+    """Truncated normal (std .02) Conv2d/Linear weights, zero biases (EdgeNeXt's init)."""
     if isinstance(m, (nn.Conv2d, nn.Linear)):
         nn.init.trunc_normal_(m.weight, std=0.02)
         if m.bias is not None:

@@ -53,6 +53,7 @@ from ..reparam.branches import MultiBranchConv2d
 from ..reparam.engine import fold_children
 from ..reparam.folds import fold_into_next, scale_output_channels
 from ..reparam.report import record
+from .edgenext import init_conv_linear_weights
 
 GMLP_GROUPS = (1, 2, 4)  # the multi-group branches of every gMLP 1x1 conv
 
@@ -220,7 +221,7 @@ class FMViT(FoldableBlock):
             self.stages.append(nn.Sequential(*blocks))
         self.norm = nn.BatchNorm2d(dims[-1])
         self.head = nn.Linear(dims[-1], num_classes)
-        self.apply(_init_weights)
+        self.apply(init_conv_linear_weights)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
@@ -236,13 +237,6 @@ class FMViT(FoldableBlock):
         mean) into the head."""
         fold_children(self)
         fold_into_next(self, "norm", self.head, note="absorbed through the mean pooling")
-
-
-def _init_weights(m: nn.Module) -> None:
-    if isinstance(m, (nn.Conv2d, nn.Linear)):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
 
 
 def build_fmvit(num_classes: int = 1000, **config) -> FMViT:
