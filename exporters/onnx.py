@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgevit import native_onnx
-from edgevit.errors import EdgeVitError, ExportError, MissingDependencyError, first_line
+from edgevit.errors import EdgeVitError, ExportError, first_line
 from edgevit.metadata import METADATA_KEY, ArtifactMetadata
+from edgevit.optional import require
 from edgevit.quiet import quiet_converters
 
 from . import ExportRequest
@@ -15,13 +16,9 @@ DEFAULT_OPSET = 20  # 18 is the minimum; 20 (native Gelu) runs faster in ONNX Ru
 
 
 def _imports():
-    try:
-        import onnx
-        import torch
-        import onnxscript  # noqa: F401  (torch.onnx's dynamo path needs it)
-    except ImportError as exc:
-        raise MissingDependencyError(exc.name or "onnx", "export", "to export ONNX") from None
-    return torch, onnx
+    purpose = "to export ONNX"
+    require("onnxscript", purpose)  # torch.onnx's dynamo path needs it
+    return require("torch", purpose), require("onnx", purpose)
 
 
 def check_dependencies() -> None:

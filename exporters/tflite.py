@@ -7,20 +7,17 @@ from pathlib import Path
 
 import numpy as np
 
-from edgevit.errors import ExportError, MissingDependencyError, first_line
+from edgevit.errors import ExportError, first_line
 from edgevit.metadata import METADATA_KEY, ArtifactMetadata
+from edgevit.optional import require
 from edgevit.quiet import quiet_converters
 
 from . import ExportRequest
 
 
 def _import_litert_torch():
-    try:
-        with quiet_converters():  # its import prints native-library warnings
-            import litert_torch
-    except ImportError:
-        raise MissingDependencyError("litert-torch", "export", "to export TFLite") from None
-    return litert_torch
+    with quiet_converters():  # its import prints native-library warnings
+        return require("litert_torch", "to export TFLite")
 
 
 def check_dependencies() -> None:
@@ -47,11 +44,9 @@ def convert(request: ExportRequest, dest: Path) -> None:
 
 def _cast_weights_to_fp16(path: Path) -> None:
     """Store conv/fully-connected weights as fp16 (dequantized on load), like TF's fp16 PTQ."""
-    try:
-        from ai_edge_quantizer import qtyping, quantizer
-        from ai_edge_quantizer.algorithm_manager import AlgorithmName
-    except ImportError:
-        raise MissingDependencyError("ai-edge-quantizer", "export", "for fp16 TFLite") from None
+    require("ai_edge_quantizer", "for fp16 TFLite")
+    from ai_edge_quantizer import qtyping, quantizer
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
     try:
         with quiet_converters():
             q = quantizer.Quantizer(str(path))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,21 +10,30 @@ from typing import Any
 
 import numpy as np
 
-from edgevit.errors import InputError
+from edgevit.errors import ArtifactError, EdgeVitError, InputError, first_line
+from edgevit.integrity import Integrity, content_digest
 from edgevit.metadata import ArtifactMetadata
 
 
 @dataclass(frozen=True)
 class TensorInfo:
-    """Name, shape (None for a dynamic axis) and numpy dtype name of a model input/output."""
+    """Name, shape (None for a dynamic axis) and numpy dtype name of a model input/output;
+    ``image``: a Core ML image input, fed here as float32 RGB pixels 0-255 (N, 3, H, W)."""
 
     name: str
     shape: tuple[int | None, ...]
     dtype: str
+    image: bool = False
+
+    def nbytes(self) -> int:
+        """Bytes of one such tensor with every dynamic axis at 1 (4 per element if the dtype is unknown)."""
+        known = self.dtype.isidentifier() and hasattr(np, self.dtype)  # "float32", not "stringType" or "?"
+        itemsize = np.dtype(self.dtype).itemsize if known else 4
+        return math.prod(1 if d is None else d for d in self.shape) * itemsize
 
     def describe(self) -> str:
         dims = "x".join("?" if d is None else str(d) for d in self.shape)
-        return f"{self.name} {dims} {self.dtype}"
+        return f"{self.name} {dims} {self.dtype}" + (" (RGB image, 0-255)" if self.image else "")
 
 
 class Runtime(ABC):
@@ -36,7 +46,17 @@ class Runtime(ABC):
         self.inputs: list[TensorInfo] = []
         self.outputs: list[TensorInfo] = []
         self.metadata: ArtifactMetadata | None = None
+        self.integrity: Integrity | None = None  # recorded vs actual content digest (edgevit.integrity)
         self.cannot_run_reason = ""  # why, when can_run is False
+
+    def _read_metadata(self, text: str | bytes) -> None:
+        """Parse the artifact's edgevit metadata (checked: ``ArtifactError`` if invalid)."""
+        self.metadata = ArtifactMetadata.from_json(text, source=str(self.path))
+
+    def _note_integrity(self, content: list[bytes]) -> None:
+        """Digest ``content`` (the bytes the loader read) against the recorded digest."""
+        recorded = self.metadata.recorded_digest if self.metadata else None
+        self.integrity = Integrity(recorded, content_digest(content, recorded))
 
     @property
     def can_run(self) -> bool:
@@ -48,9 +68,15 @@ class Runtime(ABC):
         return self.backend
 
     def run(self, x: Any) -> np.ndarray:
-        """Run the model on one input array (validated first) and return its first output."""
+        """Run the model on one input array (validated first) and return its first output;
+        a runtime that fails on a valid input is an ArtifactError naming the artifact."""
         x = self.check_input(x)
-        return self._run(x)
+        try:
+            return self._run(x)
+        except EdgeVitError:
+            raise
+        except Exception as exc:
+            raise ArtifactError(f"{self.path}: {self.describe()} failed to run it: {first_line(exc)}") from None
 
     def check_input(self, x: Any) -> np.ndarray:
         """Reject inputs of the wrong type, dtype, shape or with NaN/inf values."""

@@ -9,25 +9,23 @@ from pathlib import Path
 
 import numpy as np
 
-from edgevit.errors import ArtifactError, EdgeVitError, MissingDependencyError, UnsupportedOperationError, first_line
-from edgevit.metadata import METADATA_KEY, ArtifactMetadata
+from edgevit.errors import ArtifactError, EdgeVitError, UnsupportedOperationError
+from edgevit.metadata import METADATA_KEY
+from edgevit.optional import require
+from edgevit.quiet import quiet_converters
 
 from .base import Runtime, TensorInfo
 from .mil_program import WeightFile
+from .mlpackage import read_artifact
 
 _ARRAY_DTYPES = {65568: "float32", 65552: "float16", 65600: "float64", 131104: "int32"}
+_GRAYSCALE, _RGB = 10, 20  # ImageFeatureType.ColorSpace
 
 
 def import_coremltools():
     """coremltools, imported quietly (it warns about untested torch/sklearn versions)."""
-    from edgevit.quiet import quiet_converters
-
-    try:
-        with quiet_converters():
-            import coremltools
-    except ImportError:
-        raise MissingDependencyError("coremltools", "coreml", "for Core ML artifacts") from None
-    return coremltools
+    with quiet_converters():
+        return require("coremltools", "for Core ML artifacts")
 
 
 def _feature_info(feature) -> TensorInfo:
@@ -37,7 +35,8 @@ def _feature_info(feature) -> TensorInfo:
         return TensorInfo(feature.name, tuple(int(d) for d in arr.shape), _ARRAY_DTYPES.get(arr.dataType, "?"))
     if kind == "imageType":
         img = feature.type.imageType
-        return TensorInfo(feature.name, (1, 3, int(img.height), int(img.width)), "image")
+        channels = 1 if img.colorSpace == _GRAYSCALE else 3
+        return TensorInfo(feature.name, (1, channels, int(img.height), int(img.width)), "float32", image=True)
     return TensorInfo(feature.name, (), kind or "?")
 
 
@@ -51,27 +50,29 @@ class CoreMLRuntime(Runtime):
         super().__init__(path)
         ct = import_coremltools()
         self._ct = ct
-        try:
-            self.spec = ct.utils.load_spec(str(path))
-        except Exception as exc:  # DecodeError, RuntimeError (manifest), FileNotFoundError
-            raise ArtifactError(f"cannot load Core ML package {path}: {first_line(exc)}") from None
-        weights = WeightFile(Path(path))  # read once: checked here, then used by the interpreter
+        artifact = read_artifact(Path(path), ct.proto.Model_pb2.Model)
+        self.spec = artifact.spec
+        weights = WeightFile(Path(path), artifact.model_dir)  # read once: checked here, then interpreted
         self._check_weights(weights)
         description = self.spec.description
         self.inputs = [_feature_info(f) for f in description.input]
         self.outputs = [_feature_info(f) for f in description.output]
+        if not self.inputs or not self.outputs:
+            raise ArtifactError(f"cannot load Core ML package {path}: it declares no inputs or no outputs")
         meta = dict(description.metadata.userDefined)
         if METADATA_KEY in meta:
-            self.metadata = ArtifactMetadata.from_json(meta[METADATA_KEY])
+            self._read_metadata(meta[METADATA_KEY])
+        self._note_integrity([artifact.spec_bytes, *weights.contents()])
         self._model = None
         self._interpreter = None
         self.uses_reference = sys.platform != "darwin" if reference is None else reference
+        image = self.inputs[0].image
         if not self.uses_reference:
             self._model = ct.models.MLModel(str(path), compute_units=getattr(ct.ComputeUnit, compute_units))
         elif self.spec.WhichOneof("Type") != "mlProgram":
             self.cannot_run_reason = "the reference interpreter runs ML Programs only; this model needs Core ML (macOS)"
-        elif self.inputs and self.inputs[0].dtype == "image":
-            self.cannot_run_reason = "image inputs are decoded by Core ML itself (macOS); export without --image-input"
+        elif image and description.input[0].type.imageType.colorSpace != _RGB:
+            self.cannot_run_reason = "the reference interpreter takes RGB image inputs only"
         else:
             from .mil_reference import MilInterpreter
 
@@ -90,20 +91,25 @@ class CoreMLRuntime(Runtime):
         return self._model is not None or self._interpreter is not None
 
     def describe(self) -> str:
+        """What runs the program first (the bench table shows that part), then the details."""
+        tools = f"coremltools {self._ct.__version__}"
         if self._model is not None:
-            where = "Core ML"
-        elif self._interpreter is not None:
-            where = f"edgevit reference interpreter, numpy, opset {self._interpreter.opset}"
-        else:
-            where = "spec only: it cannot be run here"
-        return f"coremltools {self._ct.__version__} ({where})"
+            return f"Core ML ({tools})"
+        if self._interpreter is not None:
+            return f"edgevit reference interpreter (numpy, ML Program opset {self._interpreter.opset}; {tools})"
+        return f"not runnable here ({tools} reads the spec only)"
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         if self._interpreter is not None:
             return np.asarray(self._interpreter.run({self.inputs[0].name: x})[self._interpreter.output_names[0]])
         if self._model is None:
             raise EdgeVitError(f"{Path(self.path).name} cannot be run here: {self.cannot_run_reason}")
-        out = self._model.predict({self.inputs[0].name: x})
+        feed: object = x
+        if self.inputs[0].image:  # Core ML takes an image as a PIL image
+            from PIL import Image
+
+            feed = Image.fromarray(np.clip(x[0].transpose(1, 2, 0), 0, 255).astype(np.uint8).squeeze())
+        out = self._model.predict({self.inputs[0].name: feed})
         return np.asarray(out[self.outputs[0].name])
 
     def _operations(self):
@@ -123,8 +129,11 @@ class CoreMLRuntime(Runtime):
         return dict(Counter(op.type for op in self._operations()).most_common())
 
     def _check_weights(self, weights: WeightFile) -> None:
-        """Every weight blob the program references lies whole inside its weight file."""
+        """Every weight blob the program references (in attributes and in inputs) lies whole
+        inside a weight file of the package; after this, ``weights`` holds every file it reads."""
         for op in self._operations():
-            for value in op.attributes.values():
+            values = [*op.attributes.values(), *(arg.value for binding in op.inputs.values()
+                                                 for arg in binding.arguments if not arg.name)]
+            for value in values:
                 if value.WhichOneof("value") == "blobFileValue":
                     weights.blob(value.blobFileValue.fileName, value.blobFileValue.offset)

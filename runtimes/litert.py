@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 
 from edgevit.errors import ArtifactError, MissingDependencyError, first_line
-from edgevit.metadata import METADATA_KEY, ArtifactMetadata
+from edgevit.metadata import METADATA_KEY
 from edgevit.quiet import quiet_converters
 
 from .base import Runtime, TensorInfo
+from .files import read_regular_file
 from .tflite_format import read_metadata_entries
 
 _INTERPRETERS = (
@@ -51,23 +52,23 @@ class LiteRtRuntime(Runtime):
     def __init__(self, path: Path, threads: int | None = None) -> None:
         super().__init__(path)
         interpreter_cls, self.package = find_interpreter()
-        try:
-            data = Path(path).read_bytes()
-        except OSError as exc:
-            raise ArtifactError(f"cannot read {path}: {exc.strerror}") from None
+        data = read_regular_file(path)
         entries = read_metadata_entries(data, str(path))  # also rejects truncated/corrupt files early
         try:
             with quiet_converters():  # the interpreter logs its delegate choice to stderr
                 self.interpreter = interpreter_cls(model_content=data, num_threads=threads or None)
                 self.interpreter.allocate_tensors()
-        except (ValueError, RuntimeError) as exc:
+            inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
+            self.inputs = [self._info(d) for d in inputs]
+            self.outputs = [self._info(d) for d in outputs]
+        except (ValueError, RuntimeError, KeyError, TypeError) as exc:  # UnicodeDecodeError is a ValueError
             raise ArtifactError(f"cannot load TFLite model {path}: {first_line(exc)}") from None
-        self._input = self.interpreter.get_input_details()[0]
-        self._output = self.interpreter.get_output_details()[0]
-        self.inputs = [self._info(d) for d in self.interpreter.get_input_details()]
-        self.outputs = [self._info(d) for d in self.interpreter.get_output_details()]
+        if not inputs or not outputs:
+            raise ArtifactError(f"cannot load TFLite model {path}: the graph has no inputs or no outputs")
+        self._input, self._output = inputs[0], outputs[0]
         if METADATA_KEY in entries:
-            self.metadata = ArtifactMetadata.from_json(entries[METADATA_KEY])
+            self._read_metadata(entries[METADATA_KEY])
+        self._note_integrity([data])
 
     @staticmethod
     def _info(detail: dict) -> TensorInfo:
@@ -84,5 +85,8 @@ class LiteRtRuntime(Runtime):
         return self.interpreter.get_tensor(self._output["index"]).copy()
 
     def op_census(self) -> dict[str, int]:
-        ops = self.interpreter._get_ops_details()  # public API has no op listing
+        try:
+            ops = self.interpreter._get_ops_details()  # public API has no op listing
+        except (ValueError, RuntimeError) as exc:  # names that are not UTF-8, unknown op codes
+            raise ArtifactError(f"cannot list the operators of {self.path}: {first_line(exc)}") from None
         return dict(Counter(op["op_name"] for op in ops).most_common())

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 from typing import Any
 
 from edgevit.errors import ArtifactError, EdgeVitError
 
 from .base import Runtime
+
+MAX_INPUT_BYTES = 1 << 30  # one input tensor; a 1x3x4096x4096 float32 image is 192 MiB
 
 # artifact suffix -> (artifact kind, runtimes that can run it, best first)
 ARTIFACT_KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -37,11 +40,16 @@ def artifact_kind(path: str | Path) -> str:
     return ARTIFACT_KINDS[suffix][0]
 
 
-def load(path: str | Path, *, runtime: str = "auto", threads: int | None = None, **options: Any) -> Runtime:
-    """Load an artifact with the runtime that fits it (or the one named by ``runtime``)."""
+def load(path: str | Path, *, runtime: str = "auto", threads: int | None = None, integrity_check: bool = True,
+         **options: Any) -> Runtime:
+    """Load an artifact with the runtime that fits it (or the one named by ``runtime``).
+
+    An artifact whose content no longer matches the digest recorded at export is refused
+    (``ArtifactError``) unless ``integrity_check`` is False; ``rt.integrity`` says which.
+    """
     path = Path(path)
     kind = artifact_kind(path)
-    if not path.exists():
+    if not os.path.lexists(path):
         raise ArtifactError(f"artifact not found: {path}")
     candidates = ARTIFACT_KINDS[path.suffix.lower()][1]
     name = candidates[0] if runtime == "auto" else runtime
@@ -53,4 +61,14 @@ def load(path: str | Path, *, runtime: str = "auto", threads: int | None = None,
     factory: Any = importlib.import_module(module_name)
     for part in attr.split("."):
         factory = getattr(factory, part)
-    return factory(path, threads=threads, **options)
+    loaded = factory(path, threads=threads, **options)
+    for tensor in loaded.inputs:  # benchmarks, parity checks and images are made at this size
+        if tensor.nbytes() > MAX_INPUT_BYTES:
+            raise ArtifactError(f"{path} declares an input {tensor.describe()} of {tensor.nbytes()} bytes, more "
+                                f"than edgevit allocates for one input ({MAX_INPUT_BYTES} bytes)")
+    integrity = loaded.integrity
+    if integrity_check and integrity is not None and integrity.status == "modified":
+        raise ArtifactError(f"{path} changed after edgevit exported and verified it: its content digest "
+                            f"{integrity.actual[:16]}... is not the recorded {str(integrity.recorded)[:16]}... "
+                            "(export it again, or pass --no-integrity-check to use it anyway)")
+    return loaded

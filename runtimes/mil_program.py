@@ -7,6 +7,7 @@ little-endian data; the value's declared tensor type gives the dtype and shape.
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from edgevit.errors import ArtifactError, UnsupportedOperationError
+from edgevit.errors import ArtifactError, UnsupportedOperationError, first_line
+
+from .files import inside, read_regular_file
 
 # MIL DataType enum value -> numpy dtype (MIL.proto)
 _NUMPY_DTYPES = {
@@ -57,12 +60,30 @@ def _shape(value_type) -> tuple[int, ...]:
 
 
 class WeightFile:
-    """The weight files of one package (``@model_path/weights/...``), each read once."""
+    """The weight files an ML Program names (``@model_path/weights/...``, relative to the
+    folder of its specification), each read once, only from inside the package."""
 
-    def __init__(self, package: Path) -> None:
+    PREFIX = "@model_path/"
+
+    def __init__(self, package: Path, model_dir: Path | None = None) -> None:
         self.package = Path(package)
-        self._root = self.package / "Data" / "com.apple.CoreML"
+        self.model_dir = model_dir or self.package / "Data" / "com.apple.CoreML"
         self._files: dict[str, bytes] = {}
+
+    def file(self, file_name: str) -> bytes:
+        """The bytes of weight file ``file_name`` (an ArtifactError unless it is a regular
+        file inside the package)."""
+        if file_name not in self._files:
+            shown = repr(file_name[:200])
+            if not file_name.startswith(self.PREFIX):
+                raise ArtifactError(f"{self.package}: weight file {shown} is not under {self.PREFIX}")
+            where = inside(self.model_dir, file_name[len(self.PREFIX):], f"{self.package}: weight file")
+            self._files[file_name] = read_regular_file(where, f"{self.package}: weight file {shown}")
+        return self._files[file_name]
+
+    def contents(self) -> list[bytes]:
+        """Every weight file read so far, in name order (what the integrity digest covers)."""
+        return [self._files[name] for name in sorted(self._files)]
 
     def blob(self, file_name: str, offset: int) -> tuple[bytes, int, int]:
         """(file bytes, data start, data size) of the blob whose record is at ``offset``.
@@ -70,28 +91,23 @@ class WeightFile:
         A missing file, a record past the end, a wrong sentinel or data running past the
         end of the file is an :class:`ArtifactError`.
         """
-        relative = file_name.replace("@model_path/", "")
-        if relative not in self._files:
-            try:
-                self._files[relative] = (self._root / relative).read_bytes()
-            except OSError:
-                raise ArtifactError(f"{self.package}: weight file {relative} is missing") from None
-        data = self._files[relative]
-        ok = offset + 24 <= len(data)
+        data = self.file(file_name)
+        ok = 0 <= offset and offset + 24 <= len(data)
         if ok:
             sentinel, _, size, start = struct.unpack_from("<IIQQ", data, offset)
             ok = sentinel == _SENTINEL and start + size <= len(data)
         if not ok:
-            raise ArtifactError(f"{self.package}: weight file {relative} is truncated or corrupt (blob at {offset})")
+            raise ArtifactError(f"{self.package}: weight file {file_name[:200]!r} is truncated or corrupt "
+                                f"(blob at {offset})")
         return data, start, size
 
     def read(self, file_name: str, offset: int, dtype, shape: tuple[int, ...]) -> np.ndarray:
         """The blob as an array of ``dtype`` and ``shape`` (no copy)."""
         data, start, size = self.blob(file_name, offset)
-        count = int(np.prod(shape)) if shape else 1
+        count = math.prod(shape)
         if count * np.dtype(dtype).itemsize > size:
             raise ArtifactError(f"{self.package}: blob at {offset} holds {size} bytes, "
-                                f"fewer than a {dtype.__name__} tensor of shape {shape}")
+                                f"fewer than a {np.dtype(dtype).name} tensor of shape {shape}")
         return np.frombuffer(data, dtype=dtype, count=count, offset=start).reshape(shape)
 
 
@@ -113,7 +129,7 @@ def decode_value(value, weights: WeightFile) -> Any:
         array = np.zeros(0, dtype=dtype)
     else:
         array = np.asarray(list(getattr(tensor, field).values), dtype=dtype)
-    return array.reshape(shape) if shape else array.reshape(())
+    return array.reshape(shape)
 
 
 def _operation(op, weights: WeightFile) -> Operation:
@@ -140,14 +156,29 @@ def read_program(spec, package: Path, weights: WeightFile | None = None
     if function is None:
         raise UnsupportedOperationError(f"{package.name}: the program has no 'main' function, the only one "
                                         f"edgevit's reference interpreter runs")
+    if function.opset not in function.block_specializations:
+        raise ArtifactError(f"{package}: function main has no block for its opset {function.opset[:40]!r}")
     block = function.block_specializations[function.opset]
     weights = weights or WeightFile(package)
+    inputs = [i.name for i in function.inputs]
+    defined = set(inputs)
     operations = []
     for index, op in enumerate(block.operations):
+        where = f"{package.name}: op #{index} '{op.type[:60]}' in function main"
         try:
-            operations.append(_operation(op, weights))
+            operation = _operation(op, weights)
         except UnsupportedOperationError as exc:
             raise UnsupportedOperationError(
-                f"{package.name}: op #{index} '{op.type}' in function main has {exc}, which edgevit's reference "
-                f"interpreter does not read") from None
-    return [i.name for i in function.inputs], operations, list(block.outputs), function.opset
+                f"{where} has {exc}, which edgevit's reference interpreter does not read") from None
+        except (ValueError, TypeError, OverflowError, IndexError) as exc:  # values that do not fit their type
+            raise ArtifactError(f"{where} holds a malformed value: {first_line(exc)}") from None
+        for args in operation.inputs.values():
+            for kind, ref in args:
+                if kind == "ref" and ref not in defined:
+                    raise ArtifactError(f"{where} reads {ref[:80]!r}, which no input or earlier op defines")
+        defined.update(operation.outputs)
+        operations.append(operation)
+    missing = [name for name in block.outputs if name not in defined]
+    if missing:
+        raise ArtifactError(f"{package.name}: function main returns {missing[0][:80]!r}, which no op defines")
+    return inputs, operations, list(block.outputs), function.opset

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from edgevit.errors import UnsupportedOperationError
+from edgevit.errors import ArtifactError, UnsupportedOperationError
 
 from .mil_ops import lookup
 from .mil_program import Operation, WeightFile, read_program
@@ -31,6 +31,9 @@ class MilInterpreter:
         self._steps: list[tuple[Operation, Any]] = []
         for index, op in enumerate(operations):
             if op.type == "const":
+                if "val" not in op.attributes or len(op.outputs) != 1:
+                    raise ArtifactError(f"{self.package.name}: const op #{index} '{op.name[:60]}' has no value "
+                                        "or not exactly one output")
                 self._constants[op.outputs[0]] = op.attributes["val"]
                 continue
             fn = lookup(op.type, self.opset)

@@ -34,18 +34,28 @@ class _Table:
         at = self._field(field_id)
         return default if at is None else struct.unpack_from("<I", self.buf, at)[0]
 
-    def bytes_(self, field_id: int) -> bytes | None:
+    def _vector(self, field_id: int, item_size: int) -> tuple[int, int] | None:
+        """(start, length) of a vector field, checked to lie inside the buffer."""
         at = self._indirect(field_id)
         if at is None:
             return None
         length = struct.unpack_from("<I", self.buf, at)[0]
-        return self.buf[at + 4: at + 4 + length]
+        if at + 4 + length * item_size > len(self.buf):
+            raise ValueError(f"a vector of {length} items runs past the end of the file")
+        return at + 4, length
+
+    def bytes_(self, field_id: int) -> bytes | None:
+        vector = self._vector(field_id, 1)
+        if vector is None:
+            return None
+        start, length = vector
+        return self.buf[start: start + length]
 
     def tables(self, field_id: int) -> list["_Table"]:
-        at = self._indirect(field_id)
-        if at is None:
+        vector = self._vector(field_id, 4)
+        if vector is None:
             return []
-        count = struct.unpack_from("<I", self.buf, at)[0]
+        at, count = vector[0] - 4, vector[1]
         items = []
         for i in range(count):
             slot = at + 4 + 4 * i

@@ -7,17 +7,14 @@ from typing import Any
 
 import numpy as np
 
-from edgevit.errors import ArtifactError, MissingDependencyError, first_line
+from edgevit.errors import ArtifactError, first_line
+from edgevit.optional import require
 
 from .base import Runtime, TensorInfo
 
 
 def _import_torch():
-    try:
-        import torch
-    except ImportError:
-        raise MissingDependencyError("torch", "export", "to run PyTorch models") from None
-    return torch
+    return require("torch", "to run PyTorch models")
 
 
 class TorchRuntime(Runtime):

@@ -20,8 +20,9 @@ from .errors import (
     UnsupportedModelError,
 )
 
-_API = ("list_models", "create_model", "model_cost", "reparameterize", "export", "load", "verify", "benchmark",
-        "split", "load_plan", "run_plan", "open_plan")
+# public functions, defined in edgevit.api; no submodule of edgevit may share one of these names
+_API = ("list_models", "create_model", "model_cost", "reparameterize", "use_native", "export", "load", "verify",
+        "benchmark", "split", "load_plan", "run_plan", "open_plan")
 
 __all__ = [
     "__version__",
@@ -39,7 +40,7 @@ __all__ = [
 if TYPE_CHECKING:  # pragma: no cover
     from .api import (
         benchmark, create_model, export, list_models, load, load_plan, model_cost, open_plan, reparameterize,
-        run_plan, split, verify,
+        run_plan, split, use_native, verify,
     )
 
 

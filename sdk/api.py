@@ -8,6 +8,7 @@ from typing import Any, Sequence
 from .errors import EdgeVitError, InputError, ParityError
 from .models.registry import get_spec
 from .models.registry import list_models as _list_models
+from .optional import require
 
 
 def list_models(family: str | None = None) -> list[str]:
@@ -29,12 +30,7 @@ def create_model(name: str, *, weights: str | Path | None = None, num_classes: i
     (``pretrained_layout="auto"`` detects which).
     """
     spec = get_spec(name)
-    try:
-        import torch
-    except ImportError:
-        from .errors import MissingDependencyError
-
-        raise MissingDependencyError("torch", "export", "to build PyTorch models") from None
+    torch = require("torch", "to build PyTorch models")
     classes = spec.num_classes if num_classes is None else int(num_classes)
     if classes < 1:
         raise InputError(f"num_classes must be positive, got {num_classes}")
@@ -117,22 +113,36 @@ def reparameterize(model: Any) -> Any:
     return _reparameterize(model)
 
 
-def load(artifact_path: str | Path, *, runtime: str = "auto", threads: int | None = None, **options: Any):
-    """Load an artifact (.onnx, .tflite, .mlpackage, .pt2) with the runtime that fits it."""
+def use_native(model: Any, enable: bool = True) -> Any:
+    """Switch ``model``'s XCA / simplified-linear-attention modules to edgevit's C++ kernels
+    (``enable=False``: back to the PyTorch ops); see :mod:`edgevit.native_torch`."""
+    from .native_torch import use_native as _use_native
+
+    return _use_native(model, enable)
+
+
+def load(artifact_path: str | Path, *, runtime: str = "auto", threads: int | None = None,
+         integrity_check: bool = True, **options: Any):
+    """Load an artifact (.onnx, .tflite, .mlpackage, .pt2) with the runtime that fits it.
+
+    One changed since edgevit exported it (its content digest is not the recorded one) is
+    refused with an ArtifactError unless ``integrity_check`` is False; ``.integrity`` says.
+    """
     from edgevit.runtimes.loader import load as _load
 
-    return _load(artifact_path, runtime=runtime, threads=threads, **options)
+    return _load(artifact_path, runtime=runtime, threads=threads, integrity_check=integrity_check, **options)
 
 
 def verify(artifact_path: str | Path, model: Any, *, weights: str | Path | None = None,
            image: str | Path | None = None, num_inputs: int = 3, seed: int = 0,
-           runtime: str = "auto"):
-    """Compare an artifact with the PyTorch model (a registered name or an nn.Module)."""
+           runtime: str = "auto", integrity_check: bool = True):
+    """Compare an artifact with the PyTorch model (a registered name or an nn.Module); an
+    artifact changed since export is refused (ArtifactError) unless ``integrity_check`` is False."""
     from .pipeline import torch_reference
     from .preprocess import load_image
-    from .verify import check_parity, parity_inputs, structural_report
+    from .parity import check_parity, parity_inputs, structural_report
 
-    rt = load(artifact_path, runtime=runtime)
+    rt = load(artifact_path, runtime=runtime, integrity_check=integrity_check)
     if isinstance(model, str):
         spec = get_spec(model)
         module = create_model(model, weights=weights)

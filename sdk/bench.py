@@ -1,14 +1,18 @@
 """Benchmark artifacts: latency (median, p90), throughput, size and peak memory.
 
-Each artifact is measured in its own spawned process, so its peak resident memory is its
-own (runtime + model + buffers) and one runtime's threads cannot disturb another's.
+Each artifact is measured in its own fresh process (``python -m edgevit.bench``), so its
+peak resident memory is its own (runtime + model + buffers), one runtime's threads cannot
+disturb another's, and the caller's script is never imported again (no
+``if __name__ == "__main__"`` guard needed).
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
+import json
 import resource
+import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +22,7 @@ import numpy as np
 
 from . import errors
 from .errors import EdgeVitError, InputError
+from .optional import require
 from .paths import artifact_size, ensure_writable_dir
 
 
@@ -50,11 +55,12 @@ def _peak_rss_mb() -> float:
     return peak / 1e6 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
 
 
-def measure(path: str, runtime: str, threads: int | None, runs: int, warmup: int) -> dict[str, Any]:
+def measure(path: str, runtime: str, threads: int | None, runs: int, warmup: int,
+            integrity_check: bool = True) -> dict[str, Any]:
     """Load and time one artifact in this process."""
     from edgevit.runtimes.loader import load
 
-    rt = load(path, runtime=runtime, threads=threads)
+    rt = load(path, runtime=runtime, threads=threads, integrity_check=integrity_check)
     if not rt.can_run:
         raise InputError(f"{path}: {rt.describe()} cannot run it here: {rt.cannot_run_reason or 'no runtime for it'}")
     spec = rt.inputs[0]
@@ -78,38 +84,47 @@ def measure(path: str, runtime: str, threads: int | None, runs: int, warmup: int
     )
 
 
-def _child(queue, args) -> None:
-    try:
-        queue.put(("ok", measure(*args)))
-    except EdgeVitError as exc:
-        queue.put(("error", type(exc).__name__, str(exc)))
-    except Exception as exc:  # report, never hang the parent
-        queue.put(("error", "EdgeVitError", f"{args[0]}: {type(exc).__name__}: {errors.first_line(exc)}"))
-
-
 def _measure_isolated(args: tuple, timeout: float) -> dict[str, Any]:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(queue, args), daemon=True)
-    proc.start()
+    """:func:`measure` in a fresh ``python -m edgevit.bench`` process: the caller's script is
+    never re-run there (a spawned ``multiprocessing`` child would import it again)."""
+    with tempfile.TemporaryDirectory(prefix="edgevit-bench-") as scratch:
+        answer = Path(scratch) / "answer.json"
+        command = [sys.executable, "-m", "edgevit.bench", str(answer), json.dumps(list(args))]
+        try:
+            proc = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise EdgeVitError(f"benchmark worker for {args[0]} did not finish within {timeout:g} s") from None
+        except OSError as exc:
+            raise EdgeVitError(f"cannot start a benchmark worker ({sys.executable}): {exc.strerror or exc}") from None
+        try:
+            message = json.loads(answer.read_text())
+        except (OSError, ValueError):
+            last = (proc.stderr.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
+            raise EdgeVitError(f"benchmark worker for {args[0]} died (exit code {proc.returncode}: {last})") from None
+    if "row" in message:
+        return message["row"]
+    raise errors.rebuild_error(message["error"], message["message"])
+
+
+def _worker(answer: str, args_json: str) -> None:
+    """The isolated process: measure, and write the row (or the error) as JSON to ``answer``."""
+    args = json.loads(args_json)
     try:
-        message = queue.get(timeout=timeout)
-    except Exception:
-        proc.kill()
-        proc.join()
-        raise EdgeVitError(
-            f"benchmark worker for {args[0]} died or timed out (exit code {proc.exitcode})"
-        ) from None
-    proc.join()
-    if message[0] == "ok":
-        return message[1]
-    raise errors.rebuild_error(message[1], message[2])
+        message: dict[str, Any] = {"row": measure(*args)}
+    except EdgeVitError as exc:
+        message = {"error": type(exc).__name__, "message": str(exc)}
+    except Exception as exc:  # reported as one line, never a hang
+        message = {"error": "EdgeVitError", "message": f"{args[0]}: {type(exc).__name__}: {errors.first_line(exc)}"}
+    Path(answer).write_text(json.dumps(message))
 
 
 def benchmark(artifact_paths: Sequence[str | Path], *, runs: int = 50, warmup: int = 5,
               threads: int | None = None, runtime: str = "auto", isolate: bool = True,
-              timeout: float = 600.0, progress: Callable[[str], None] | None = None) -> BenchReport:
-    """Measure every artifact (in its own process unless ``isolate`` is False)."""
+              timeout: float = 600.0, progress: Callable[[str], None] | None = None,
+              integrity_check: bool = True) -> BenchReport:
+    """Measure every artifact (in its own process unless ``isolate`` is False); artifacts
+    changed since export are refused unless ``integrity_check`` is False."""
     if runs < 1 or warmup < 0:
         raise InputError("runs must be >= 1 and warmup >= 0")
     if threads is not None and threads < 1:
@@ -118,7 +133,7 @@ def benchmark(artifact_paths: Sequence[str | Path], *, runs: int = 50, warmup: i
     for path in artifact_paths:
         if progress:
             progress(f"benchmarking {path}")
-        args = (str(path), runtime, threads, runs, warmup)
+        args = (str(path), runtime, threads, runs, warmup, integrity_check)
         row = _measure_isolated(args, timeout) if isolate else measure(*args)
         report.rows.append(BenchRow(**row))
     return report
@@ -126,13 +141,9 @@ def benchmark(artifact_paths: Sequence[str | Path], *, runs: int = 50, warmup: i
 
 def plot(report: BenchReport, path: str | Path) -> Path:
     """Bar chart of median latency (p90 as whiskers) per artifact, written atomically."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise errors.MissingDependencyError("matplotlib", "plot", "for --plot") from None
+    matplotlib = require("matplotlib", "for --plot")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     path = Path(path)
     ensure_writable_dir(path.parent if str(path.parent) else Path("."))
     labels = [f"{Path(r.artifact).name}\n{r.backend.split(' (')[0]}" for r in report.rows]
@@ -151,3 +162,7 @@ def plot(report: BenchReport, path: str | Path) -> Path:
     plt.close(fig)
     tmp.replace(path)
     return path
+
+
+if __name__ == "__main__":
+    _worker(*sys.argv[1:3])

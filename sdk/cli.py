@@ -14,6 +14,7 @@ app = typer.Typer(
     help="Deploy mobile hybrid vision transformers to ONNX, Core ML and TFLite, with verified parity.",
     no_args_is_help=True,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
 )
 
@@ -25,6 +26,10 @@ class _State:
 
 
 state = _State()
+
+# shared by every command that loads an artifact to run it
+NO_INTEGRITY_CHECK = typer.Option(False, "--no-integrity-check",
+                                  help="Use the artifact even if it changed since edgevit exported it.")
 
 
 def _console(stderr: bool = False):
@@ -74,11 +79,21 @@ class _Progress:
             self._status.__exit__(*exc)
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from edgevit import __version__
+
+        sys.stdout.write(f"edgevit {__version__}\n")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _options(
     json_output: bool = typer.Option(False, "--json", help="Print machine-readable JSON on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks and converter logs."),
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                 help="Print edgevit's version and exit."),
 ) -> None:
     state.json, state.quiet, state.debug = json_output, quiet, debug
     if debug:
@@ -244,13 +259,15 @@ def verify_command(
     image: Optional[Path] = typer.Option(None, "--image", help="Also compare on this image."),
     num_inputs: int = typer.Option(3, "--num-inputs", help="Random inputs to compare on."),
     runtime: str = typer.Option("auto", "--runtime", help="Runtime to run the artifact with."),
+    no_integrity_check: bool = NO_INTEGRITY_CHECK,
 ) -> None:
     """Compare an artifact's outputs with the PyTorch model's (exit 1 above tolerance)."""
     from edgevit.api import verify
 
     with _Progress() as progress:
         progress(f"verifying {artifact} against {model}")
-        report = verify(artifact, model, weights=weights, image=image, num_inputs=num_inputs, runtime=runtime)
+        report = verify(artifact, model, weights=weights, image=image, num_inputs=num_inputs, runtime=runtime,
+                        integrity_check=not no_integrity_check)
     _emit(report.to_dict(), lambda: _parity_table(report))
     if not report.passed:
         raise typer.Exit(1)
@@ -264,11 +281,13 @@ def predict_command(
     labels: Optional[Path] = typer.Option(None, "--labels", help="Class labels, one per line."),
     runtime: str = typer.Option("auto", "--runtime", help="Runtime to run the artifact with."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Runtime threads."),
+    no_integrity_check: bool = NO_INTEGRITY_CHECK,
 ) -> None:
     """Classify an image (or run a .npy input) with an artifact."""
     from edgevit.predict import predict
 
-    result = predict(artifact, input_path, top_k=top_k, labels=labels, runtime=runtime, threads=threads)
+    result = predict(artifact, input_path, top_k=top_k, labels=labels, runtime=runtime, threads=threads,
+                     integrity_check=not no_integrity_check)
 
     def human() -> None:
         from rich.table import Table
@@ -332,6 +351,11 @@ def info_command(
                               f"max abs err {parity['max_abs_err']}, top-1 agreement {parity['top1_agreement']})")
         else:
             console.print("[yellow]no edgevit metadata (not exported by edgevit)[/]")
+        integrity = info["integrity"]
+        if integrity:
+            colour = {"intact": "green", "modified": "bold red"}.get(integrity["status"], "yellow")
+            console.print(f"integrity: [{colour}]{integrity['status']}[/] (content sha256 {integrity['actual']}"
+                          + (f", recorded {integrity['recorded']})" if integrity["status"] == "modified" else ")"))
         census = info["op_census"]
         console.print(f"operators: {sum(census.values())} in {len(census)} types")
         shown = census if ops else dict(list(census.items())[:8])
@@ -382,6 +406,7 @@ def bench_command(
     threads: Optional[int] = typer.Option(None, "--threads", help="Runtime threads (default: the runtime's)."),
     runtime: str = typer.Option("auto", "--runtime", help="Runtime to use."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG chart here."),
+    no_integrity_check: bool = NO_INTEGRITY_CHECK,
 ) -> None:
     """Latency (median, p90), throughput, size and peak memory per artifact."""
     from edgevit.bench import benchmark
@@ -389,7 +414,7 @@ def bench_command(
 
     with _Progress() as progress:
         report = benchmark(artifacts, runs=runs, warmup=warmup, threads=threads, runtime=runtime,
-                           progress=progress)
+                           progress=progress, integrity_check=not no_integrity_check)
     if plot is not None:
         plot_report(report, plot)
 
@@ -412,24 +437,54 @@ def bench_command(
 from . import cli_split  # noqa: E402,F401  (registers the ED-ViT commands: train, split)
 
 
+# flags of the whole program, accepted before or after the command
+GLOBAL_FLAGS = ("--json", "--quiet", "-q", "--debug", "--version")
+
+
+def _global_flags_first(args: list[str]) -> list[str]:
+    """Move global flags to the front, so ``edgevit export ... --quiet`` works (not past ``--``)."""
+    cut = args.index("--") if "--" in args else len(args)
+    head = args[:cut]
+    return [a for a in head if a in GLOBAL_FLAGS] + [a for a in head if a not in GLOBAL_FLAGS] + args[cut:]
+
+
+def _usage_error_types() -> tuple[type[BaseException], ...]:
+    """The classes of typer's usage errors: its own (typer 0.29 vendors click) and click's
+    (older typer, which imports click itself); click is never imported here."""
+    types = [getattr(typer, "TyperException", None)]
+    click = sys.modules.get("click")
+    types.append(getattr(getattr(click, "exceptions", None), "ClickException", None))
+    return tuple(t for t in types if isinstance(t, type))
+
+
+def _usage_line(exc: BaseException) -> str:
+    """One line for a usage error: what is wrong, and where to read the usage."""
+    message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    ctx = getattr(exc, "ctx", None)
+    where = getattr(ctx, "command_path", "") or "edgevit"
+    return f"{' '.join(message.split())} (see '{where} --help')"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: one-line errors with exit codes 0 ok, 1 check failed, 2 bad input."""
-    import click
+    """Entry point: one-line errors with exit codes 0 ok, 1 check failed, 2 bad input or usage."""
+    from edgevit.errors import EdgeVitError, first_line
+    from edgevit.optional import missing_module_error
 
-    from edgevit.errors import EdgeVitError
-
-    args = sys.argv[1:] if argv is None else argv
+    args = _global_flags_first(list(sys.argv[1:] if argv is None else argv))
     try:
         result = app(args=args, prog_name="edgevit", standalone_mode=False)
         code = result if isinstance(result, int) else 0
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         code = exc.exit_code
-    except click.ClickException as exc:
-        sys.stderr.write(f"edgevit: error: {exc.format_message()}\n")
-        code = 2
-    except click.exceptions.Abort:
+    except typer.Abort:
         sys.stderr.write("edgevit: aborted\n")
         code = 130
+    except _usage_error_types() as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # plain 'edgevit': the help, printed by typer
+            code = 0
+        else:
+            sys.stderr.write(f"edgevit: error: {_usage_line(exc)}\n")
+            code = 2
     except EdgeVitError as exc:
         if state.debug:
             import traceback
@@ -440,11 +495,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("edgevit: interrupted\n")
         code = 130
+    except ModuleNotFoundError as exc:  # an optional dependency imported deep inside a command
+        missing = missing_module_error(exc)
+        if missing is None or state.debug:
+            raise
+        sys.stderr.write(f"edgevit: error: {missing}\n")
+        code = missing.exit_code
     except Exception as exc:  # a bug: one line unless --debug
         if state.debug:
             raise
-        from edgevit.errors import first_line
-
         sys.stderr.write(f"edgevit: internal error: {type(exc).__name__}: {first_line(exc)} "
                          "(rerun with --debug for the traceback)\n")
         code = 1

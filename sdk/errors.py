@@ -7,6 +7,8 @@ returns: 2 for bad input or usage, 1 for a check that ran and failed.
 
 from __future__ import annotations
 
+import re
+
 
 class EdgeVitError(Exception):
     """Base class of every error edgevit raises on purpose."""
@@ -37,9 +39,18 @@ class MissingDependencyError(EdgeVitError):
         self.package = package
         self.extra = extra
         what = f" (needed {purpose})" if purpose else ""
-        super().__init__(
-            f"{package} is not installed{what}: run  pip install 'edgevit[{extra}]'"
-        )
+        super().__init__(f"{package} is not installed{what}: {install_hint(extra)}")
+
+
+# extras whose packages need torch, which must be installed first as torch==2.13.0 (README)
+_TORCH_EXTRAS = ("export", "split")
+
+
+def install_hint(extra: str) -> str:
+    """How to install one of edgevit's extras (edgevit is installed from its repository or a wheel)."""
+    torch_first = "pip install torch==2.13.0 && " if extra in _TORCH_EXTRAS else ""
+    return (f"run  {torch_first}pip install \".[{extra}]\"  in the edgevit checkout "
+            f"(or the wheel: edgevit-*.whl[{extra}])")
 
 
 class ExportError(EdgeVitError):
@@ -58,11 +69,15 @@ class ParityError(EdgeVitError):
         self.report = report
 
 
+_CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x1f\x7f]")  # ANSI colour codes, control characters
+
+
 def first_line(exc: BaseException, limit: int = 300) -> str:
-    """The first line of an exception's message (its type name if empty), for one-line errors."""
+    """The first line of an exception's message (its type name if empty), for one-line
+    errors: terminal colour codes and control characters removed, at most ``limit`` long."""
     text = str(exc).strip()
     line = text.splitlines()[0] if text else type(exc).__name__
-    return line[:limit]
+    return _CONTROL.sub("", line)[:limit]
 
 
 def with_message(cls: type[EdgeVitError], message: str) -> EdgeVitError:

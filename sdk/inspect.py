@@ -9,11 +9,12 @@ from .paths import artifact_size
 
 
 def describe_artifact(path: str | Path) -> dict[str, Any]:
-    """A JSON-ready description of ``path`` (loads it; never runs it)."""
+    """A JSON-ready description of ``path`` (loads it; never runs it). An artifact changed
+    since export is described, not refused: ``integrity`` says whether it is intact."""
     from edgevit.runtimes.loader import artifact_kind, load
 
     path = Path(path)
-    rt = load(path)
+    rt = load(path, integrity_check=False)
     return {
         "path": str(path),
         "format": artifact_kind(path),
@@ -22,5 +23,6 @@ def describe_artifact(path: str | Path) -> dict[str, Any]:
         "inputs": [i.describe() for i in rt.inputs],
         "outputs": [o.describe() for o in rt.outputs],
         "metadata": rt.metadata.to_dict() if rt.metadata else None,
+        "integrity": rt.integrity.to_dict() if rt.integrity else None,
         "op_census": rt.op_census(),
     }

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import native
-from .errors import ArtifactError, MissingDependencyError, first_line
+from .errors import ArtifactError, first_line
+from .optional import require
 
 DOMAIN = "ai.edgevit"
 VERSION = 1
@@ -40,11 +41,8 @@ def uses_native_ops(model) -> bool:
 @lru_cache(maxsize=1)
 def _register_ops() -> str:
     """Registers the Python custom ops once per process; returns the extensions library path."""
-    try:
-        from onnxruntime_extensions import PyCustomOpDef, get_library_path, onnx_op
-    except ImportError:
-        raise MissingDependencyError("onnxruntime-extensions", "native",
-                                     f"to run ONNX models with {DOMAIN} attention nodes") from None
+    require("onnxruntime_extensions", f"to run ONNX models with {DOMAIN} attention nodes")
+    from onnxruntime_extensions import PyCustomOpDef, get_library_path, onnx_op
     float_ = PyCustomOpDef.dt_float
     heads = {"heads": PyCustomOpDef.dt_int64}
 
@@ -59,10 +57,10 @@ def _register_ops() -> str:
     return get_library_path()
 
 
-def _moved_to_extensions_domain(path: Path) -> bytes:
+def _moved_to_extensions_domain(data: bytes) -> bytes:
     import onnx
 
-    model = onnx.load(str(path))
+    model = onnx.load_model_from_string(data)
     for node in model.graph.node:
         if node.domain == DOMAIN:
             node.domain = _ORTX_DOMAIN
@@ -73,8 +71,9 @@ def _moved_to_extensions_domain(path: Path) -> bytes:
     return model.SerializeToString()
 
 
-def session(path: Path, options, providers: Sequence[str] | None):
-    """An ``onnxruntime.InferenceSession`` for a model with ``ai.edgevit`` nodes."""
+def session(path: Path, data: bytes, options, providers: Sequence[str] | None):
+    """An ``onnxruntime.InferenceSession`` for the model ``data`` (read from ``path``) with
+    ``ai.edgevit`` nodes."""
     import onnxruntime
 
     if not native.available():
@@ -82,6 +81,6 @@ def session(path: Path, options, providers: Sequence[str] | None):
                             f"{native.status().reason}")
     options.register_custom_ops_library(_register_ops())
     try:
-        return onnxruntime.InferenceSession(_moved_to_extensions_domain(path), options, providers=providers)
+        return onnxruntime.InferenceSession(_moved_to_extensions_domain(data), options, providers=providers)
     except Exception as exc:
         raise ArtifactError(f"cannot load ONNX model {path}: {first_line(exc)}") from None

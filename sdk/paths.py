@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -53,7 +54,13 @@ def publish(staged: Path, final: Path) -> None:
 
 
 def artifact_size(path: Path) -> int:
-    """Bytes on disk of a file or a directory tree (an .mlpackage)."""
-    if path.is_dir():
-        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    return path.stat().st_size
+    """Bytes of a file, or of the regular files of a directory tree (an .mlpackage);
+    symbolic links are not followed (they add nothing: what they point at is not the artifact's)."""
+    if not path.is_dir():
+        return path.stat().st_size
+    total = 0
+    for folder, _, names in os.walk(path):  # does not descend into linked folders
+        for name in names:
+            info = os.lstat(os.path.join(folder, name))
+            total += info.st_size if stat.S_ISREG(info.st_mode) else 0
+    return total

@@ -10,10 +10,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .errors import EdgeVitError, ExportError, InputError, first_line
+from .integrity import PLACEHOLDER, seal
 from .metadata import ArtifactMetadata
 from .models.registry import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, get_spec
+from .optional import require
 from .paths import artifact_size, ensure_writable_dir, publish, staged_path
-from .verify import ParityReport, check_parity, parity_inputs, structural_report
+from .parity import ParityReport, check_parity, parity_inputs, structural_report
 
 Progress = Callable[[str], None]
 
@@ -112,7 +114,7 @@ def export_model(
     With ``reparam`` (the default) the model is folded by :func:`edgevit.reparameterize`
     first (on a copy) and the artifact is verified against the *unfolded* model.
     """
-    import torch
+    torch = require("torch", "to export models")
 
     from edgevit.exporters import PRECISIONS, ExportRequest, exporter_module, resolve_targets
     from edgevit.native_torch import attention_path
@@ -200,7 +202,7 @@ def model_input_shape(module: Any, spec: ModelSpec | None, name: str, image_size
 
 def torch_reference(module: Any) -> Callable[[np.ndarray], np.ndarray]:
     """``x -> module(x)`` on numpy arrays, under inference mode: the parity reference."""
-    import torch
+    torch = require("torch", "to export models")
 
     def reference(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
@@ -256,13 +258,30 @@ def _export_one(target, exporter, request, final: Path, spec, verify: bool, chec
             image_input=request.image_input, mean=list(request.mean), std=list(request.std),
             crop_pct=spec.crop_pct if spec else 0.875, output_name=runtime.outputs[0].name,
             labels=request.labels, parity=report.summary() if report else None, reparam=fold_summary,
+            integrity={"sha256": PLACEHOLDER},
         )
         result = ExportResult(target, final, request.precision, written=False, parity=report,
                               metadata=metadata.to_dict(), reparam=fold_summary)
         if report is None or report.passed:
             exporter.write_metadata(staged, metadata)
+            say(f"{target}: recording the content digest")
+            result.metadata["integrity"] = {"sha256": _seal(staged, runtime, checks[0][1] if verify else None, load)}
             publish(staged, final)
             result.written = True
             result.size_bytes = artifact_size(final)
         result.seconds = time.perf_counter() - started
         return result
+
+
+def _seal(staged: Path, verified, probe: np.ndarray | None, load) -> str:
+    """Record the artifact's content digest in its metadata, then prove that the final
+    artifact loads intact and computes exactly what the verified one computed on ``probe``."""
+    digest = load(staged, integrity_check=False).integrity.actual
+    seal(staged, digest)
+    final = load(staged)
+    if final.integrity is None or final.integrity.status != "intact":
+        raise ExportError(f"{staged.name}: the content digest could not be recorded in the artifact")
+    if probe is not None and final.can_run and verified.can_run \
+            and not np.array_equal(final.run(probe), verified.run(probe)):
+        raise ExportError(f"{staged.name}: writing the metadata changed what the artifact computes")
+    return digest

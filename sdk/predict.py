@@ -7,25 +7,24 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, UnsupportedOperationError
 
 
 def _read_input(path: Path, runtime) -> np.ndarray:
+    from .preprocess import load_image, read_npy
+
     if path.suffix.lower() == ".npy":
-        try:
-            return np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise InputError(f"cannot read array {path}: {exc}") from None
-    from .preprocess import load_image
+        spec = runtime.inputs[0]
+        return read_npy(path, [spec.shape], spec.dtype, repr(spec.name))
 
     meta = runtime.metadata
     shape = runtime.inputs[0].shape
     if len(shape) != 4 or shape[2] is None or shape[3] is None:
         raise InputError(f"{runtime.path} does not take an NCHW image of fixed size; pass a .npy input")
+    pixels = runtime.inputs[0].image or bool(meta and meta.image_input)  # normalization baked into the model
     if meta is None:
-        return load_image(path, (shape[2], shape[3]))
-    return load_image(path, (shape[2], shape[3]), meta.mean, meta.std, meta.crop_pct,
-                      normalize=not meta.image_input)
+        return load_image(path, (shape[2], shape[3]), normalize=not pixels)
+    return load_image(path, (shape[2], shape[3]), meta.mean, meta.std, meta.crop_pct, normalize=not pixels)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -35,7 +34,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def predict(artifact: str | Path, input_path: str | Path, *, top_k: int = 5, labels: Any = None,
-            runtime: str = "auto", threads: int | None = None) -> dict[str, Any]:
+            runtime: str = "auto", threads: int | None = None, integrity_check: bool = True) -> dict[str, Any]:
     """Top-k classes of the first input in the batch, with softmax probabilities."""
     from edgevit.runtimes.loader import load
 
@@ -43,7 +42,9 @@ def predict(artifact: str | Path, input_path: str | Path, *, top_k: int = 5, lab
 
     if top_k < 1:
         raise InputError("--top-k must be at least 1")
-    rt = load(artifact, runtime=runtime, threads=threads)
+    rt = load(artifact, runtime=runtime, threads=threads, integrity_check=integrity_check)
+    if not rt.can_run:
+        raise UnsupportedOperationError(f"{artifact} cannot be run here: {rt.cannot_run_reason}")
     x = _read_input(Path(input_path), rt)
     logits = np.asarray(rt.run(x), dtype=np.float64).reshape(x.shape[0], -1)
     probs = softmax(logits)[0]

@@ -7,6 +7,7 @@ import shutil
 import time
 
 import numpy as np
+import pytest
 import torch
 
 import edgevit
@@ -77,10 +78,10 @@ def test_verify_fails_with_exit_1_and_a_table_when_weights_differ(artifacts, tmp
 
 
 def test_export_parity_failure_writes_nothing(tmp_path, monkeypatch):
-    import edgevit.verify as verify_module
+    import edgevit.parity as parity_module
 
-    monkeypatch.setitem(verify_module.TOLERANCES, "fp32", (0.0, 0.0))
-    monkeypatch.setattr(verify_module, "compare", _always_off(verify_module.compare))
+    monkeypatch.setitem(parity_module.TOLERANCES, "fp32", (0.0, 0.0))
+    monkeypatch.setattr(parity_module, "compare", _always_off(parity_module.compare))
     try:
         edgevit.export("edgenext_xx_small", "onnx", tmp_path, image_size=SMALL)
     except edgevit.ParityError as exc:
@@ -169,13 +170,13 @@ def test_wrong_input_shape_dtype_and_nan(artifacts, tmp_path):
 
 def test_missing_optional_dependency(artifacts, tmp_path):
     result = run_cli("info", str(artifacts["onnx"]), block=("onnxruntime",), tmp=tmp_path)
-    assert_clean_failure(result, contains="pip install 'edgevit[onnx]'")
+    assert_clean_failure(result, contains='pip install ".[onnx]"')
     result = run_cli("info", str(artifacts["tflite"]), block=("ai_edge_litert", "tflite_runtime", "tensorflow"),
                      tmp=tmp_path)
-    assert_clean_failure(result, contains="pip install 'edgevit[tflite]'")
+    assert_clean_failure(result, contains='pip install ".[tflite]"')
     result = run_cli("export", "--model", "edgenext_xx_small", "--target", "coreml", "--image-size", str(SMALL),
                      "--output", str(tmp_path / "out"), block=("coremltools",), tmp=tmp_path)
-    assert_clean_failure(result, contains="pip install 'edgevit[coreml]'")
+    assert_clean_failure(result, contains='pip install ".[coreml]"')
     assert not (tmp_path / "out").exists()  # checked before any work or output
 
 
@@ -225,3 +226,49 @@ def test_export_no_reparam_flag(tmp_path):
     result = run_cli("export", "--model", "edgenext_xx_small_bn_hs", "--image-size", str(SMALL),
                      "--output", str(tmp_path))
     assert "re-parameterized: 32 folds, 3 kept" in result.stdout
+
+
+@pytest.mark.parametrize("args,contains", [
+    (["verify", "out/m.onnx"], "Missing option '--model'"),
+    (["exprot"], "No such command 'exprot'"),
+    (["models", "--bogus"], "No such option: --bogus"),
+    (["export", "--model"], "requires an argument"),
+    (["bench", "a.onnx", "--runs", "many"], "Invalid value for '--runs'"),
+])
+def test_usage_errors_are_one_line_and_exit_2(args, contains):
+    result = run_cli(*args)
+    assert_clean_failure(result, contains=contains)
+    assert "--help" in result.stderr  # where to read the usage
+
+
+@pytest.mark.parametrize("args", [["-h"], ["--help"], ["export", "-h"], ["predict", "--help"]])
+def test_help_short_and_long(args):
+    result = run_cli(*args)
+    assert result.code == 0 and "Usage" in result.stdout and result.stderr == ""
+
+
+@pytest.mark.parametrize("args", [["--version"], ["models", "--version"], ["--json", "--version"]])
+def test_version_anywhere(args):
+    result = run_cli(*args)
+    assert result.code == 0 and result.stdout.strip() == f"edgevit {edgevit.__version__}", result
+
+
+def test_global_options_after_the_command(tmp_path):
+    result = run_cli("models", "--json", "--quiet")
+    assert result.code == 0 and json.loads(result.stdout)[0]["name"] == edgevit.list_models()[0]
+    result = run_cli("export", "--model", "edgenext_xx_small", "--target", "onnx", "--image-size", str(SMALL),
+                     "--num-inputs", "1", "--output", str(tmp_path), "--quiet", "--json")
+    assert result.code == 0 and json.loads(result.stdout)[0]["written"], result.stderr
+    assert result.stderr == ""
+
+
+def test_bare_command_prints_help():
+    result = run_cli()
+    assert result.code == 0 and "Usage" in result.stdout
+
+
+def test_export_without_torch_names_the_export_extra(tmp_path):
+    result = run_cli("export", "--model", "edgenext_xx_small", "--output", str(tmp_path / "out"),
+                     block=("torch",), tmp=tmp_path)
+    assert_clean_failure(result, contains='pip install ".[export]"')
+    assert "torch==2.13.0" in result.stderr and not (tmp_path / "out").exists()

@@ -132,6 +132,13 @@ def test_a_worker_killed_mid_request_is_restarted_and_the_request_retried(cluste
         assert "result" in answer
         restarted = [int(p.name.split(".")[0]) for p in marks.iterdir()]
         assert first_pid in restarted and len(set(restarted)) == 2  # a new worker process answered
+        (new_pid,) = set(restarted) - {first_pid}
+        where = {w["submodel"]: w for w in answer["result"].workers}
+        assert where["sub1"]["pid"] == new_pid != first_pid  # where it really ran, not the start-up placement
+        assert where["sub1"]["restarted"] and where["sub1"]["restarts"] == 1
+        assert not where["sub0"]["restarted"] and where["sub0"]["restarts"] == 0
+        again = {w["submodel"]: w for w in session.run(x, deadline_s=60).workers}
+        assert again["sub1"]["pid"] == new_pid and not again["sub1"]["restarted"] and again["sub1"]["restarts"] == 1
     assert np.allclose(answer["result"].logits, run_plan(plan, x).logits, atol=1e-5)
     assert live_actors() == []
 

@@ -43,7 +43,7 @@ def test_plan_inputs_from_images_and_arrays(plan, tmp_path, trained):
     np.save(tmp_path / "shape.npy", data.x_test[0][:, :8])
     np.save(tmp_path / "nan.npy", np.full((3, 16, 16), np.nan, dtype=np.float32))
     (tmp_path / "notes.txt").write_text("x")
-    for bad, message in (("f64.npy", "expected float32"), ("shape.npy", "expected shape"),
+    for bad, message in (("f64.npy", "input dtype float64 does not match"), ("shape.npy", "input shape 3x8x16 does not"),
                          ("nan.npy", "NaN"), ("notes.txt", "inputs are images"), ("gone.png", "not found")):
         with pytest.raises(InputError, match=message):
             prepare_inputs(plan, [tmp_path / bad])
@@ -78,8 +78,15 @@ def test_a_failed_worker_is_restarted_and_the_request_retried_once(plan, trained
     expected = run_plan(plan, data.x_test[:3]).logits
     once = FaultyLoader("sub1", fail="once")
     with PlanSession(plan, load=once) as session:
+        first = {w["submodel"]: w for w in session.placement}
         result = session.run(data.x_test[:3])
         assert session.backend.restarts == [0, 1, 0] and once.loads == 2  # loaded again, from its spec
+        where = {w["submodel"]: w for w in result.workers}  # the worker that answered, not the first one
+        assert where["sub1"]["worker_id"] != first["sub1"]["worker_id"]
+        assert where["sub1"]["restarted"] and where["sub1"]["restarts"] == 1
+        assert where["sub0"]["worker_id"] == first["sub0"]["worker_id"] and where["sub0"]["restarts"] == 0
+        later = {w["submodel"]: w for w in session.run(data.x_test[:1]).workers}
+        assert not later["sub1"]["restarted"] and later["sub1"]["restarts"] == 1
     assert np.allclose(result.logits, expected, atol=1e-5)
     always = FaultyLoader("sub1", fail="always")
     started = time.perf_counter()
@@ -90,9 +97,12 @@ def test_a_failed_worker_is_restarted_and_the_request_retried_once(plan, trained
 
 def test_an_artifact_that_does_not_match_the_plan_is_refused_at_start_up(plan, tmp_path):
     copy = load_plan(shutil.copytree(plan.directory, tmp_path / "plan"))
-    artifact = copy.artifact_path("sub0")
-    artifact.write_bytes(artifact.read_bytes()[:-1] + b"\0")  # one byte changed after the plan was checked
-    with pytest.raises(PlanError, match="sub-model sub0: artifact sub0.onnx does not match the plan"):
+    # the artifact its worker loads: the one for its device's target (placement depends on training)
+    target = next(d.target for d in copy.devices if d.name == copy.assignment["sub0"])
+    artifact = copy.artifact_path("sub0", target)
+    data = artifact.read_bytes()
+    artifact.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))  # one byte changed after the plan was checked
+    with pytest.raises(PlanError, match=f"sub-model sub0: artifact {artifact.name} does not match the plan"):
         PlanSession(copy)
 
 
@@ -135,7 +145,7 @@ def test_cli_run_prints_predictions_and_fails_cleanly(plan, trained, tmp_path):
     assert [p["index"] for p in out["predictions"]] == [p.index for p in expected.predictions]
     np.save(tmp_path / "wrong.npy", data.x_test[:1, :, :4])
     assert_clean_failure(run_cli("run", "--plan", str(plan.directory), "wrong.npy", cwd=tmp_path),
-                         contains="expected shape")
+                         contains="does not match the plan's input wrong.npy (3x16x16 or ?x3x16x16)")
     assert_clean_failure(run_cli("run", "--plan", str(tmp_path), "batch.npy", cwd=tmp_path),
                          contains="plan.json not found")
 

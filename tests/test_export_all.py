@@ -172,7 +172,7 @@ def test_coreml_image_input_classifier(tmp_path):
     result = edgevit.export("edgenext_xx_small", "coreml", tmp_path / "out", image_size=SMALL,
                             image_input=True, labels=labels, deployment_target="iOS17")
     rt = edgevit.load(result.path)
-    assert rt.inputs[0].dtype == "image" and rt.metadata.image_input
+    assert rt.inputs[0].image and rt.inputs[0].dtype == "float32" and rt.metadata.image_input
     assert rt.metadata.labels[:2] == ["class 0", "class 1"]
     assert {o.name for o in rt.outputs} == {"classLabel", "classLabel_probs"}
     assert rt.spec.specificationVersion >= 8  # iOS17

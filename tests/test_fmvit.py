@@ -21,7 +21,7 @@ from edgevit.pipeline import torch_reference
 from edgevit.reparam import recalibrate_batchnorm, reparameterize
 from edgevit.reparam.branches import MultiBranchConv2d
 from edgevit.reparam.checked import FOLD_TOLERANCE
-from edgevit.verify import parity_inputs
+from edgevit.parity import parity_inputs
 
 from .conftest import SMALL, assert_clean_failure, run_cli
 from .helpers import onnx_normalization_ops

@@ -21,7 +21,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import InputError, MissingDependencyError, first_line
+from ..errors import InputError, first_line
+from ..optional import require
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -80,10 +81,7 @@ def load_dataset(source: str | Path, image_size: int, *, test_fraction: float = 
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray, list[str]]:
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError:
-        raise MissingDependencyError("scikit-learn", "split", "for the built-in digits data") from None
+    load_digits = require("sklearn.datasets", "for the built-in digits data").load_digits
     digits = load_digits()
     images = (digits.images / 16.0).astype(np.float32)[:, None]  # (N, 1, 8, 8) in [0, 1]
     return np.repeat(images, 3, axis=1), digits.target.astype(np.int64), [str(c) for c in digits.target_names]

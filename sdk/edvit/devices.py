@@ -19,7 +19,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError, MissingDependencyError, first_line
+from ..errors import InputError, first_line
+from ..optional import require
 from .assign import Device
 
 _KEYS = {"name", "memory_mb", "speed", "target"}
@@ -57,10 +58,7 @@ def read_devices(path: str | Path) -> list[Device]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise InputError(f"cannot read devices file {path}: {exc.strerror or exc}") from None
-    try:
-        import yaml
-    except ImportError:
-        raise MissingDependencyError("pyyaml", "split", "to read devices.yaml") from None
+    yaml = require("yaml", "to read devices.yaml")
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -13,7 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import InputError, first_line
+from ..errors import InputError
+from ..preprocess import read_npy
 from .data import IMAGE_SUFFIXES, read_rgb
 from .plan import SplitPlan
 
@@ -30,18 +31,10 @@ def _image(path: Path, plan: SplitPlan) -> np.ndarray:
 def _array(path: Path, plan: SplitPlan) -> tuple[np.ndarray, list[str]]:
     """The array as a batch, and its rows' names (``file[i]`` when the file holds a batch)."""
     expected = tuple(plan.input["shape"][1:])
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read {path}: {first_line(exc)}") from None
-    if array.dtype != np.float32:
-        raise InputError(f"{path}: expected float32, got {array.dtype}")
+    array = read_npy(path, [expected, (None, *expected)], "float32", f"the plan's input {path.name}")
     names = [str(path)] if array.shape == expected else [f"{path}[{i}]" for i in range(len(array))]
     if array.shape == expected:
         array = array[None]
-    if array.ndim != 4 or array.shape[1:] != expected:
-        raise InputError(f"{path}: expected shape {expected} or (N, {', '.join(map(str, expected))}), "
-                         f"got {tuple(array.shape)}")
     if not np.isfinite(array).all():
         raise InputError(f"{path}: contains NaN or infinite values")
     return array, names

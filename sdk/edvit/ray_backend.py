@@ -25,7 +25,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..errors import ClusterError, EdgeVitError, MissingDependencyError, WorkerError, first_line
+from ..errors import ClusterError, EdgeVitError, WorkerError, first_line
+from ..optional import require
 from .plan import SplitPlan
 from .scatter import Deadline, Gathered, gather
 from .worker import Batch, SubModelWorker, WorkerSpec, named_error
@@ -55,11 +56,7 @@ class RayWorker(SubModelWorker):
 
 
 def _ray() -> Any:
-    try:
-        import ray
-    except ImportError:
-        raise MissingDependencyError("ray", "distributed", "for the ray backend") from None
-    return ray
+    return require("ray", "for the ray backend")
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:

@@ -47,7 +47,9 @@ class RunResult:
     """Predictions, fused logits (N, classes) and where the time went (ms): ``queue``
     (waiting for the batch to go out), ``scatter``, ``compute``, ``gather`` (see
     :mod:`.scatter`), ``fuse`` and ``total``; ``batch`` is how many inputs went out with it;
-    ``workers`` says where each sub-model ran (device, host, pid, node, runtime)."""
+    ``workers`` says where each sub-model really ran for this request (device, host, pid,
+    node, runtime, worker_id), whether its worker was ``restarted`` since the previous
+    answer, and how many ``restarts`` it has had in this session."""
 
     predictions: list[Prediction]
     logits: np.ndarray
@@ -101,6 +103,8 @@ class PlanSession:
             from .local import LocalBackend
 
             self.backend = LocalBackend(self.plan, load=load, threads=threads)
+        self._answered = [dict(w) for w in self.backend.placement]  # the worker that last answered, per sub-model
+        self._restarts = [0] * len(self._answered)
         self._queue: queue.Queue[_Request | None] = queue.Queue()
         self._closed = False
         self._dispatcher = threading.Thread(target=self._dispatch, daemon=True, name="edgevit-dispatch")
@@ -108,8 +112,20 @@ class PlanSession:
 
     @property
     def placement(self) -> list[dict[str, Any]]:
-        """Where each sub-model's worker runs: device, host, pid, runtime."""
+        """Where each sub-model's worker was started: device, host, pid, runtime, worker_id."""
         return self.backend.placement
+
+    def _where(self, answered: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``answered`` (the workers of one batch) with restarts counted: a sub-model whose
+        answer came from another worker than its previous answer was restarted meanwhile."""
+        report = []
+        for i, worker in enumerate(answered):
+            restarted = worker.get("worker_id") != self._answered[i].get("worker_id")
+            if restarted:
+                self._restarts[i] += 1
+                self._answered[i] = dict(worker)
+            report.append({**worker, "restarted": restarted, "restarts": self._restarts[i]})
+        return report
 
     def run(self, inputs: np.ndarray, deadline_s: float = 30.0) -> RunResult:
         """Fused predictions for ``inputs`` (N, C, H, W) float32, within ``deadline_s``."""
@@ -171,6 +187,7 @@ class PlanSession:
             fuse_start = time.perf_counter()
             logits = self._fuse(gathered.features)
             fuse_ms = (time.perf_counter() - fuse_start) * 1000
+            workers = self._where(gathered.workers)
         except BaseException as exc:
             for request in live:
                 request.error = exc
@@ -182,18 +199,19 @@ class PlanSession:
             start += len(request.inputs)
             timings = {"queue": (out - request.arrived) * 1000, **gathered.timings_ms, "fuse": fuse_ms}
             timings["total"] = (time.monotonic() - request.arrived) * 1000
-            request.result = self._result(rows, timings, len(logits))
+            request.result = self._result(rows, timings, len(logits), workers)
             request.done.set()
 
     def _fuse(self, features: list[np.ndarray]) -> np.ndarray:
         """The fusion head on the concatenated features."""
         return run_batch(self.fusion, np.concatenate(features, axis=1).astype(np.float32))
 
-    def _result(self, logits: np.ndarray, timings: dict[str, float], batch: int) -> RunResult:
+    def _result(self, logits: np.ndarray, timings: dict[str, float], batch: int,
+                workers: list[dict[str, Any]]) -> RunResult:
         scores = softmax(logits.astype(np.float64))
         predictions = [Prediction(int(row.argmax()), self.plan.classes[int(row.argmax())], float(row.max()),
                                   [float(v) for v in row]) for row in scores]
-        return RunResult(predictions, logits, list(self.plan.classes), timings, batch, self.placement)
+        return RunResult(predictions, logits, list(self.plan.classes), timings, batch, workers)
 
     def close(self) -> None:
         """Stop the dispatcher and the backend's workers (Ray actors included)."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -43,10 +43,12 @@ class Deadline:
 
 @dataclass
 class Gathered:
-    """Every sub-model's features (plan order) and the request's time split (ms)."""
+    """Every sub-model's features (plan order), the request's time split (ms), and the
+    worker that computed each (plan order)."""
 
     features: list[np.ndarray]
     timings_ms: dict[str, float]
+    workers: list[dict[str, Any]]
 
 
 def gather(names: Sequence[str], next_done: NextDone, sent: float, deadline: Deadline,
@@ -73,4 +75,5 @@ def gather(names: Sequence[str], next_done: NextDone, sent: float, deadline: Dea
     received = time.time()
     last = max(answers, key=lambda b: b.ended)
     timings = {"scatter": last.started - sent, "compute": last.ended - last.started, "gather": received - last.ended}
-    return Gathered([b.features for b in answers], {k: max(v, 0.0) * 1000 for k, v in timings.items()})
+    return Gathered([b.features for b in answers], {k: max(v, 0.0) * 1000 for k, v in timings.items()},
+                    [b.worker for b in answers])

@@ -15,7 +15,8 @@ import socket
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -52,11 +53,13 @@ class WorkerSpec:
 
 @dataclass
 class Batch:
-    """A worker's answer: features (N, D) and when it started and ended (``time.time()``)."""
+    """A worker's answer: features (N, D), when it started and ended (``time.time()``), and
+    which worker computed it (its :meth:`SubModelWorker.start` record: device, host, pid, ...)."""
 
     features: np.ndarray
     started: float
     ended: float
+    worker: dict[str, Any] = field(default_factory=dict)
 
 
 class SubModelWorker:
@@ -66,9 +69,11 @@ class SubModelWorker:
         self.spec = spec
         self._load = load
         self.runtime: Any = None
+        self.where: dict[str, Any] = {}
 
     def start(self) -> dict[str, Any]:
-        """Check the artifact's SHA-256, load it with its runtime; say where and how it runs."""
+        """Check the artifact's SHA-256, load it with its runtime; say where and how it runs
+        (``worker_id`` is new at every start: a restarted worker has another one)."""
         spec = self.spec
         digest = hashlib.sha256(spec.blob).hexdigest()
         if digest != spec.sha256:
@@ -84,8 +89,10 @@ class SubModelWorker:
             runtime = self.runtime.describe() if hasattr(self.runtime, "describe") else type(self.runtime).__name__
         ray = sys.modules.get("ray")  # inside a Ray actor: the node it was placed on
         node = ray.get_runtime_context().get_node_id() if ray is not None and ray.is_initialized() else None
-        return {"submodel": spec.name, "device": spec.device, "host": socket.gethostname(), "pid": os.getpid(),
-                "node": node, "runtime": runtime, "torch_loaded": "torch" in sys.modules}
+        self.where = {"submodel": spec.name, "device": spec.device, "host": socket.gethostname(), "pid": os.getpid(),
+                      "node": node, "runtime": runtime, "torch_loaded": "torch" in sys.modules,
+                      "worker_id": uuid.uuid4().hex[:12]}
+        return dict(self.where)
 
     def run(self, batch: np.ndarray, stop: Callable[[], bool] = lambda: False) -> Batch:
         """Features of ``batch`` (N, C, H, W): one runtime call per sample, unless the artifact
@@ -94,7 +101,7 @@ class SubModelWorker:
             self.start()
         started = time.time()
         features = run_batch(self.runtime, batch, stop, f"sub-model {self.spec.name}")
-        return Batch(features, started, time.time())
+        return Batch(features, started, time.time(), dict(self.where))
 
 
 def run_batch(runtime: Any, batch: np.ndarray, stop: Callable[[], bool] = lambda: False,

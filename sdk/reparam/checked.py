@@ -65,7 +65,7 @@ def fold_to_file(model_name: str, output: str | Path, *, weights: Optional[str |
     from ..api import create_model
     from ..models.registry import get_spec
     from ..paths import ensure_writable_dir, publish, staged_path
-    from ..verify import parity_inputs
+    from ..parity import parity_inputs
 
     output = Path(output)
     if output.is_dir():

@@ -1,0 +1,93 @@
+"""The device profile as users install it: a fresh venv, ``pip install ".[onnx,tflite]"`` from
+this repository, no torch. Every device command works there, and the ones that need the
+workstation say which extra to install."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from .conftest import SMALL, CliResult, assert_clean_failure, run_cli
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def device_venv(tmp_path_factory) -> Path:
+    """A venv with only what ``pip install ".[onnx,tflite]"`` brings (native kernels built too)."""
+    venv = tmp_path_factory.mktemp("device") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", f"{ROOT}[onnx,tflite]"],
+                         capture_output=True, text=True, timeout=1200)
+    assert pip.returncode == 0, pip.stderr[-3000:]
+    return venv
+
+
+def device_cli(venv: Path, *args: str, cwd: Path | None = None) -> CliResult:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "EDGEVIT_DEBUG", "VIRTUAL_ENV")}
+    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    proc = subprocess.run([str(venv / "bin" / "edgevit"), *args], capture_output=True, text=True, timeout=600,
+                          env=env, cwd=cwd)
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+def test_the_device_venv_has_no_torch_and_consistent_dependencies(device_venv):
+    python = str(device_venv / "bin" / "python")
+    assert subprocess.run([python, "-c", "import torch"], capture_output=True).returncode != 0
+    check = subprocess.run([python, "-m", "pip", "check"], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_help_version_and_models(device_venv):
+    for args in (["--help"], ["-h"], ["export", "--help"]):
+        result = device_cli(device_venv, *args)
+        assert result.code == 0 and "Usage" in result.stdout, (args, result.stderr)
+    assert device_cli(device_venv, "--version").stdout.startswith("edgevit ")
+    assert json.loads(device_cli(device_venv, "--json", "models").stdout)[0]["name"]
+
+
+def test_info_predict_and_bench_on_onnx_and_tflite(device_venv, artifacts, photo, tmp_path):
+    for target in ("onnx", "tflite"):
+        info = device_cli(device_venv, "--json", "info", str(artifacts[target]))
+        assert info.code == 0, info.stderr
+        assert json.loads(info.stdout)["integrity"]["status"] == "intact"
+        here = device_cli(device_venv, "--json", "predict", str(artifacts[target]), str(photo))
+        assert here.code == 0, here.stderr
+        workstation = run_cli("--json", "predict", str(artifacts[target]), str(photo))
+        got, want = json.loads(here.stdout)["top"], json.loads(workstation.stdout)["top"]
+        assert [r["class"] for r in got] == [r["class"] for r in want]
+        assert np.allclose([r["logit"] for r in got], [r["logit"] for r in want], atol=1e-5)
+    bench = device_cli(device_venv, "--json", "bench", str(artifacts["onnx"]), str(artifacts["tflite"]),
+                       "--runs", "2", "--warmup", "1", cwd=tmp_path)
+    assert bench.code == 0, bench.stderr
+    assert [r["median_ms"] > 0 for r in json.loads(bench.stdout)["rows"]] == [True, True]
+
+
+def test_workstation_commands_name_the_extra_to_install(device_venv, artifacts, tmp_path):
+    result = device_cli(device_venv, "export", "--model", "edgenext_xx_small", "--image-size", str(SMALL),
+                        "--output", str(tmp_path / "out"))
+    assert_clean_failure(result, contains='pip install ".[export]"')
+    assert not (tmp_path / "out").exists()
+    assert_clean_failure(device_cli(device_venv, "info", str(artifacts["coreml"])), contains='".[coreml]"')
+    assert_clean_failure(device_cli(device_venv, "verify", str(artifacts["onnx"]), "--model", "edgenext_xx_small"),
+                         contains='".[export]"')
+
+
+def test_usage_errors_in_the_device_venv(device_venv):
+    for args in (["exprot"], ["verify", "x.onnx"], ["models", "--quiet", "--bogus"]):
+        assert_clean_failure(device_cli(device_venv, *args))
+
+
+def test_a_split_plan_runs_on_the_local_backend(device_venv, plan, trained, tmp_path):
+    _, data = trained
+    batch = tmp_path / "batch.npy"
+    np.save(batch, data.x_test[:4])
+    result = device_cli(device_venv, "--json", "run", "--plan", str(plan.directory), str(batch))
+    assert result.code == 0, result.stderr
+    assert len(json.loads(result.stdout)["predictions"]) == 4
