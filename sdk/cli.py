@@ -8,6 +8,9 @@ from pathlib import Path
 from typing import Any, List, Optional
 
 import typer
+from rich.text import Text
+
+from edgevit.errors import printable
 
 app = typer.Typer(
     name="edgevit",
@@ -33,9 +36,15 @@ NO_INTEGRITY_CHECK = typer.Option(False, "--no-integrity-check",
 
 
 def _console(stderr: bool = False):
+    """A rich console for text that quotes untrusted artifacts: no markup ("[/x]" prints as
+    is) and every string escaped to printable characters (no terminal control codes)."""
     from rich.console import Console
 
-    console = Console(stderr=stderr, highlight=False, soft_wrap=False)
+    class SafeConsole(Console):
+        def render_str(self, text: str, **options):  # every plain string printed, table cells included
+            return super().render_str(printable(text), **options)
+
+    console = SafeConsole(stderr=stderr, highlight=False, soft_wrap=False, markup=False, emoji=False)
     if not console.is_terminal:  # logs and pipes: wide enough for every table column
         console.width = max(console.width, 160)
     return console
@@ -69,7 +78,7 @@ class _Progress:
     def __call__(self, message: str) -> None:
         if self._status is not None:
             self._status.update(message)
-            self._status.console.print(f"[dim]- {message}[/]")
+            self._status.console.print(f"- {message}", style="dim")
         elif self._lines:
             sys.stderr.write(f"- {message}\n")
             sys.stderr.flush()
@@ -143,12 +152,13 @@ def _parity_table(report) -> None:
     console = _console()
     if not report.numerically_verified:
         s = report.structural or {}
-        verdict = "[green]ok[/]" if report.passed else "[red]FAILED[/]"
-        console.print(f"structural check {verdict}: inputs {', '.join(s.get('inputs', []))}; "
-                      f"outputs {', '.join(s.get('outputs', []))}; {sum(s.get('op_census', {}).values())} ops")
+        verdict = ("ok", "green") if report.passed else ("FAILED", "red")
+        console.print(Text.assemble("structural check ", verdict, printable(
+            f": inputs {', '.join(s.get('inputs', []))}; outputs {', '.join(s.get('outputs', []))}; "
+            f"{sum(s.get('op_census', {}).values())} ops")))
         for problem in s.get("problems", []):
-            console.print(f"  [red]{problem}[/]")
-        console.print(f"[yellow]{report.note}[/]")
+            console.print(f"  {problem}", style="red")
+        console.print(report.note, style="yellow")
         return
     table = Table(title=f"parity vs PyTorch: {report.backend}, {report.precision} "
                         f"(atol {report.atol:g}, rtol {report.rtol:g})")
@@ -157,7 +167,7 @@ def _parity_table(report) -> None:
     for r in report.rows:
         table.add_row(r.input, f"{r.max_abs_err:.3g}", f"{r.mean_abs_err:.3g}", str(tuple(r.worst_index)),
                       f"{r.worst_ref:.5g}", f"{r.worst_got:.5g}", f"{r.top1_ref}/{r.top1_got}",
-                      "[green]pass[/]" if r.passed else "[red]FAIL[/]")
+                      Text("pass", style="green") if r.passed else Text("FAIL", style="red"))
     console.print(table)
 
 
@@ -208,10 +218,10 @@ def export_command(
             if r.written:
                 checked = ("verified" if r.parity and r.parity.numerically_verified else
                            "structurally checked, not numerically verified" if r.parity else "not verified")
-                console.print(f"[bold]{r.target}[/]: wrote {r.path} ({r.size_bytes / 1e6:.2f} MB, "
-                              f"{r.seconds:.1f} s, {checked})")
+                console.print(Text.assemble((r.target, "bold"), printable(
+                    f": wrote {r.path} ({r.size_bytes / 1e6:.2f} MB, {r.seconds:.1f} s, {checked})")))
             else:
-                console.print(f"[bold red]{r.target}: parity check failed, nothing written[/]")
+                console.print(f"{r.target}: parity check failed, nothing written", style="bold red")
 
     _emit([r.to_dict() for r in results], human)
     if failed:
@@ -243,7 +253,7 @@ def reparam_command(
             table.add_row(kind, str(count))
         console.print(table)
         for entry in report.kept:
-            console.print(f"[yellow]kept[/] {entry.where}: {entry.detail}")
+            console.print(Text.assemble(("kept", "yellow"), printable(f" {entry.where}: {entry.detail}")))
         console.print(f"folded vs unfolded: max abs change {report.max_abs_change:.3g} on {num_inputs} inputs "
                       "(both run in float64); "
                       f"wrote {output} (torch.load(path, weights_only=False))")
@@ -332,7 +342,8 @@ def info_command(
 
     def human() -> None:
         console = _console()
-        console.print(f"[bold]{info['path']}[/] ({info['format']}, {info['size_bytes'] / 1e6:.2f} MB)")
+        console.print(Text.assemble((printable(info["path"]), "bold"),
+                                    f" ({info['format']}, {info['size_bytes'] / 1e6:.2f} MB)"))
         console.print(f"runtime: {info['runtime']}")
         for kind in ("inputs", "outputs"):
             console.print(f"{kind}: " + "; ".join(info[kind]))
@@ -350,12 +361,14 @@ def info_command(
                 console.print(f"parity at export: {parity['status']} ({verified}, backend {parity['backend']}, "
                               f"max abs err {parity['max_abs_err']}, top-1 agreement {parity['top1_agreement']})")
         else:
-            console.print("[yellow]no edgevit metadata (not exported by edgevit)[/]")
+            console.print("no edgevit metadata (not exported by edgevit)", style="yellow")
         integrity = info["integrity"]
         if integrity:
             colour = {"intact": "green", "modified": "bold red"}.get(integrity["status"], "yellow")
-            console.print(f"integrity: [{colour}]{integrity['status']}[/] (content sha256 {integrity['actual']}"
-                          + (f", recorded {integrity['recorded']})" if integrity["status"] == "modified" else ")"))
+            console.print(Text.assemble("integrity: ", (integrity["status"], colour),
+                                        f" (content sha256 {integrity['actual']}"
+                                        + (f", recorded {integrity['recorded']})" if integrity["status"] == "modified"
+                                           else ")")))
         census = info["op_census"]
         console.print(f"operators: {sum(census.values())} in {len(census)} types")
         shown = census if ops else dict(list(census.items())[:8])
@@ -483,14 +496,14 @@ def main(argv: list[str] | None = None) -> int:
         if type(exc).__name__ == "NoArgsIsHelpError":  # plain 'edgevit': the help, printed by typer
             code = 0
         else:
-            sys.stderr.write(f"edgevit: error: {_usage_line(exc)}\n")
+            sys.stderr.write(f"edgevit: error: {printable(_usage_line(exc))}\n")
             code = 2
     except EdgeVitError as exc:
         if state.debug:
             import traceback
 
             traceback.print_exc()
-        sys.stderr.write(f"edgevit: error: {exc}\n")
+        sys.stderr.write(f"edgevit: error: {printable(str(exc))}\n")
         code = exc.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("edgevit: interrupted\n")

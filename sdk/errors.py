@@ -69,15 +69,24 @@ class ParityError(EdgeVitError):
         self.report = report
 
 
-_CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x1f\x7f]")  # ANSI colour codes, control characters
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # terminal colour codes (onnxruntime's log lines carry them)
+
+
+def printable(text: str) -> str:
+    """``text`` with every character that is not printable (control characters, line and
+    paragraph separators) written as an escape, so it stays on one line and cannot steer
+    a terminal: messages quote names that come from untrusted artifacts."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def first_line(exc: BaseException, limit: int = 300) -> str:
     """The first line of an exception's message (its type name if empty), for one-line
-    errors: terminal colour codes and control characters removed, at most ``limit`` long."""
+    errors: colour codes removed, other control characters escaped, at most ``limit`` long."""
     text = str(exc).strip()
     line = text.splitlines()[0] if text else type(exc).__name__
-    return _CONTROL.sub("", line)[:limit]
+    return printable(_ANSI.sub("", line))[:limit]
 
 
 def with_message(cls: type[EdgeVitError], message: str) -> EdgeVitError:

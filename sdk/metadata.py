@@ -71,7 +71,24 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-# field -> (check, what it must be); fields left out may be anything JSON holds (dicts of results)
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _fits(value: Any, keys: dict[str, Any]) -> bool:
+    """``value`` is an object whose ``keys`` pass their checks (other keys may be anything)."""
+    return isinstance(value, dict) and all(key in value and check(value[key]) for key, check in keys.items())
+
+
+# the parts of the parity and fold summaries that edgevit reads back (info prints them)
+_PARITY: dict[str, Any] = {
+    "status": lambda v: v in ("passed", "failed"), "numerically_verified": lambda v: isinstance(v, bool),
+    "backend": lambda v: isinstance(v, str), "max_abs_err": lambda v: v is None or _is_number(v),
+    "top1_agreement": lambda v: v is None or _is_number(v),
+}
+_REPARAM: dict[str, Any] = {"folded": _is_count, "kept": _is_count}
+
+# field -> (check, what it must be)
 _CHECKS: dict[str, tuple[Any, str]] = {
     "model": (lambda v: isinstance(v, str) and 0 < len(v) <= 200, "a model name"),
     "target": (lambda v: v in ("onnx", "coreml", "tflite"), "onnx, coreml or tflite"),
@@ -89,8 +106,8 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     "output_name": (lambda v: isinstance(v, str), "a string"),
     "labels": (lambda v: v is None or (isinstance(v, list) and all(isinstance(x, str) for x in v)),
                "a list of strings"),
-    "parity": (lambda v: v is None or isinstance(v, dict), "an object"),
-    "reparam": (lambda v: v is None or isinstance(v, dict), "an object"),
+    "parity": (lambda v: v is None or _fits(v, _PARITY), "null or an object with " + ", ".join(_PARITY)),
+    "reparam": (lambda v: v is None or _fits(v, _REPARAM), "null or an object with " + ", ".join(_REPARAM)),
     "integrity": (lambda v: v is None or (isinstance(v, dict) and isinstance(v.get("sha256"), str)
                                           and _HEX64.fullmatch(v["sha256"]) is not None),
                   'an object {"sha256": 64 hex digits}'),

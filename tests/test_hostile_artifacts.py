@@ -165,6 +165,8 @@ def _stored_metadata(path: Path) -> bytes:
     (b"{}", "field 'model' is missing"),
     (b"[1, 2]", "expected a JSON object"),
     (b'{"model": 3, "target": "onnx"}', "field 'model' must be"),
+    (b'{"model": "m", "target": "onnx", "parity": {}}', "field 'parity' must be"),
+    (b'{"model": "m", "target": "onnx", "reparam": {"folded": "many", "kept": 0}}', "field 'reparam' must be"),
 ])
 def test_edgevit_metadata_that_is_not_what_edgevit_writes(artifacts, cli, tmp_path, target, document, message):
     source = artifacts[target]
@@ -288,3 +290,37 @@ def test_an_input_declared_huge_is_refused_before_anything_is_allocated(cli, tmp
         outcome = cli.run([str(a) for a in command])
         assert outcome.clean and outcome.code == 2 and "more than edgevit allocates" in outcome.first_error(), outcome
         assert outcome.peak_rss < 1 << 30
+
+
+def test_names_with_markup_and_control_characters_print_as_text(cli, tmp_path):
+    """Names come from the artifact: rich markup in them is not interpreted (it used to crash
+    'info'), and control characters are escaped, never sent to the terminal."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    name = "in[/x]put\x1b[31m\u2028"
+    graph = helper.make_graph([helper.make_node("Relu", [name], ["[bold]logits"])], "names",
+                              [helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("[bold]logits", TensorProto.FLOAT, [1, 4])])
+    path = tmp_path / "names.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((1, 4), np.float32))
+    for command in (["info", path], ["predict", path, x], ["bench", path, "--runs", "1"]):
+        outcome = cli.run([str(a) for a in command])
+        assert outcome.code == 0, outcome
+        assert "\x1b" not in outcome.stdout and "\u2028" not in outcome.stdout
+    assert "in[/x]put\\x1b[31m\\u2028" in cli.run(["info", str(path)]).stdout
+
+
+def test_an_error_quoting_a_control_character_stays_on_one_line(artifacts, cli, zeros, tmp_path):
+    from coremltools.proto import Model_pb2
+
+    package = _package(artifacts, tmp_path)
+    spec_file = package / COREML_DIR / "model.mlmodel"
+    spec = Model_pb2.Model.FromString(spec_file.read_bytes())
+    block = spec.mlProgram.functions["main"].block_specializations["CoreML6"]
+    next(op for op in block.operations if op.type == "gelu").type = "gelu\x1d\n\x1b[2J"
+    spec_file.write_bytes(spec.SerializeToString())
+    line = refused(cli, "predict", package, zeros, "--no-integrity-check", contains="gelu\\x1d\\n\\x1b[2J")
+    assert "\x1b" not in line
