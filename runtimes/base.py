@@ -6,13 +6,23 @@ import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
-from edgevit.errors import ArtifactError, EdgeVitError, InputError, first_line
+from edgevit.errors import ArtifactError, EdgeVitError, InputError, UnsupportedOperationError, first_line
 from edgevit.integrity import Integrity, content_digest
 from edgevit.metadata import ArtifactMetadata
+
+
+def shape_text(shape: Sequence[int | None]) -> str:
+    """``1x3x?x?``: a shape as users read it (``?`` for a dynamic axis)."""
+    return "x".join("?" if d is None else str(d) for d in shape)
+
+
+def shape_fits(want: Sequence[int | None], got: Sequence[int]) -> bool:
+    """``got`` has ``want``'s rank and sizes (None in ``want``: any size)."""
+    return len(got) == len(want) and all(w is None or w == g for w, g in zip(want, got))
 
 
 @dataclass(frozen=True)
@@ -32,8 +42,7 @@ class TensorInfo:
         return math.prod(1 if d is None else d for d in self.shape) * itemsize
 
     def describe(self) -> str:
-        dims = "x".join("?" if d is None else str(d) for d in self.shape)
-        return f"{self.name} {dims} {self.dtype}" + (" (RGB image, 0-255)" if self.image else "")
+        return f"{self.name} {shape_text(self.shape)} {self.dtype}" + (" (RGB image, 0-255)" if self.image else "")
 
 
 class Runtime(ABC):
@@ -70,6 +79,9 @@ class Runtime(ABC):
     def run(self, x: Any) -> np.ndarray:
         """Run the model on one input array (validated first) and return its first output;
         a runtime that fails on a valid input is an ArtifactError naming the artifact."""
+        if not self.can_run:
+            raise UnsupportedOperationError(f"{self.path} cannot be run here: "
+                                            f"{self.cannot_run_reason or 'no runtime for it'}")
         x = self.check_input(x)
         try:
             return self._run(x)
@@ -90,13 +102,9 @@ class Runtime(ABC):
                 f"input dtype {x.dtype} does not match {spec.name!r} ({spec.dtype}); "
                 f"convert with x.astype(np.{spec.dtype})"
             )
-        shape_ok = x.ndim == len(spec.shape) and all(
-            want is None or want == got for want, got in zip(spec.shape, x.shape)
-        )
-        if not shape_ok:
-            want = "x".join("?" if d is None else str(d) for d in spec.shape)
-            got = "x".join(str(d) for d in x.shape)
-            raise InputError(f"input shape {got} does not match {spec.name!r} ({want})")
+        if not shape_fits(spec.shape, x.shape):
+            raise InputError(f"input shape {shape_text(x.shape)} does not match {spec.name!r} "
+                             f"({shape_text(spec.shape)})")
         if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
             raise InputError(f"input holds NaN or infinite values ({spec.name!r})")
         return np.ascontiguousarray(x)

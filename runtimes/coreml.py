@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgevit.errors import ArtifactError, EdgeVitError, UnsupportedOperationError
+from edgevit.errors import ArtifactError, UnsupportedOperationError
 from edgevit.metadata import METADATA_KEY
 from edgevit.optional import require
 from edgevit.quiet import quiet_converters
@@ -102,8 +102,6 @@ class CoreMLRuntime(Runtime):
     def _run(self, x: np.ndarray) -> np.ndarray:
         if self._interpreter is not None:
             return np.asarray(self._interpreter.run({self.inputs[0].name: x})[self._interpreter.output_names[0]])
-        if self._model is None:
-            raise EdgeVitError(f"{Path(self.path).name} cannot be run here: {self.cannot_run_reason}")
         feed: object = x
         if self.inputs[0].image:  # Core ML takes an image as a PIL image
             from PIL import Image

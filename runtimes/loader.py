@@ -63,8 +63,8 @@ def load(path: str | Path, *, runtime: str = "auto", threads: int | None = None,
         factory = getattr(factory, part)
     loaded = factory(path, threads=threads, **options)
     for tensor in loaded.inputs:  # benchmarks, parity checks and images are made at this size
-        if tensor.nbytes() > MAX_INPUT_BYTES:
-            raise ArtifactError(f"{path} declares an input {tensor.describe()} of {tensor.nbytes()} bytes, more "
+        if (size := tensor.nbytes()) > MAX_INPUT_BYTES:
+            raise ArtifactError(f"{path} declares an input {tensor.describe()} of {size} bytes, more "
                                 f"than edgevit allocates for one input ({MAX_INPUT_BYTES} bytes)")
     integrity = loaded.integrity
     if integrity_check and integrity is not None and integrity.status == "modified":

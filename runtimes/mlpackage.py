@@ -27,7 +27,6 @@ MANIFEST_LIMIT = 1 << 20  # bytes; a manifest is a few hundred
 class CoreMLArtifact:
     """The parsed specification of a Core ML artifact, its bytes, and where its weights live."""
 
-    path: Path
     spec: Any  # coremltools.proto.Model_pb2.Model
     spec_bytes: bytes
     model_dir: Path  # the folder that @model_path names
@@ -48,7 +47,7 @@ def read_artifact(path: Path, model_proto: Any) -> CoreMLArtifact:
     except Exception as exc:  # DecodeError, RecursionError
         raise ArtifactError(f"cannot load Core ML package {path}: its specification does not parse "
                             f"({first_line(exc)})") from None
-    return CoreMLArtifact(path, spec, data, model_dir)
+    return CoreMLArtifact(spec, data, model_dir)
 
 
 def _root_item_path(package: Path) -> str:

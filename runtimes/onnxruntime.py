@@ -88,14 +88,14 @@ class OnnxRuntime(Runtime):
         if METADATA_KEY in props:
             self._read_metadata(props[METADATA_KEY])
         self._note_integrity([data])
+        self._run_options = ort.RunOptions()
+        self._run_options.log_severity_level = options.log_severity_level
 
     def describe(self) -> str:
         return f"onnxruntime {self._ort.__version__} ({self.session.get_providers()[0]})"
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        options = self._ort.RunOptions()
-        options.log_severity_level = _FATAL_ONLY
-        return self.session.run(None, {self.inputs[0].name: x}, options)[0]
+        return self.session.run(None, {self.inputs[0].name: x}, self._run_options)[0]
 
     def op_census(self) -> dict[str, int]:
         onnx = require("onnx", "to list the operators of .onnx files")

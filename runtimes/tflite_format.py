@@ -55,10 +55,10 @@ class _Table:
         vector = self._vector(field_id, 4)
         if vector is None:
             return []
-        at, count = vector[0] - 4, vector[1]
+        start, count = vector
         items = []
         for i in range(count):
-            slot = at + 4 + 4 * i
+            slot = start + 4 * i
             items.append(_Table(self.buf, slot + struct.unpack_from("<I", self.buf, slot)[0]))
         return items
 

@@ -60,14 +60,6 @@ class Integrity:
     def to_dict(self) -> dict[str, str | None]:
         return {"status": self.status, "recorded": self.recorded, "actual": self.actual}
 
-    def describe(self) -> str:
-        if self.status == "unrecorded":
-            return f"no digest recorded (sha256 {self.actual[:16]}...)"
-        if self.status == "intact":
-            return f"intact (sha256 {self.actual[:16]}..., as recorded at export)"
-        return (f"MODIFIED since export (sha256 {self.actual[:16]}..., "
-                f"recorded {str(self.recorded)[:16]}...)")
-
 
 def seal(path: Path, digest: str) -> None:
     """Write ``digest`` over the placeholder in every file of the artifact that holds it

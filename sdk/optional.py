@@ -28,10 +28,10 @@ def require(module: str, purpose: str = "") -> ModuleType:
         raise MissingDependencyError(package, extra, purpose) from None
 
 
-def missing_module_error(exc: ImportError, purpose: str = "") -> MissingDependencyError | None:
+def missing_module_error(exc: ImportError) -> MissingDependencyError | None:
     """The MissingDependencyError for an optional module that failed to import, else None."""
     root = (getattr(exc, "name", None) or "").split(".")[0]
     if root not in OPTIONAL_MODULES:
         return None
     package, extra = OPTIONAL_MODULES[root]
-    return MissingDependencyError(package, extra, purpose)
+    return MissingDependencyError(package, extra)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError, UnsupportedOperationError
+from .errors import InputError
 
 
 def _read_input(path: Path, runtime) -> np.ndarray:
@@ -22,9 +22,8 @@ def _read_input(path: Path, runtime) -> np.ndarray:
     if len(shape) != 4 or shape[2] is None or shape[3] is None:
         raise InputError(f"{runtime.path} does not take an NCHW image of fixed size; pass a .npy input")
     pixels = runtime.inputs[0].image or bool(meta and meta.image_input)  # normalization baked into the model
-    if meta is None:
-        return load_image(path, (shape[2], shape[3]), normalize=not pixels)
-    return load_image(path, (shape[2], shape[3]), meta.mean, meta.std, meta.crop_pct, normalize=not pixels)
+    recorded = dict(mean=meta.mean, std=meta.std, crop_pct=meta.crop_pct) if meta else {}
+    return load_image(path, (shape[2], shape[3]), normalize=not pixels, **recorded)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -43,8 +42,6 @@ def predict(artifact: str | Path, input_path: str | Path, *, top_k: int = 5, lab
     if top_k < 1:
         raise InputError("--top-k must be at least 1")
     rt = load(artifact, runtime=runtime, threads=threads, integrity_check=integrity_check)
-    if not rt.can_run:
-        raise UnsupportedOperationError(f"{artifact} cannot be run here: {rt.cannot_run_reason}")
     x = _read_input(Path(input_path), rt)
     logits = np.asarray(rt.run(x), dtype=np.float64).reshape(x.shape[0], -1)
     probs = softmax(logits)[0]

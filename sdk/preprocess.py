@@ -46,10 +46,6 @@ def load_image(path: str | Path, size: tuple[int, int], mean: Sequence[float] = 
 _NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 
-def _shape_text(shape: Sequence[int | None]) -> str:
-    return "x".join("?" if d is None else str(d) for d in shape)
-
-
 def read_npy(path: str | Path, shapes: Sequence[Sequence[int | None]], dtype: str, name: str = "the input"
              ) -> np.ndarray:
     """An .npy array whose header was checked before anything is allocated: its shape must
@@ -63,14 +59,16 @@ def read_npy(path: str | Path, shapes: Sequence[Sequence[int | None]], dtype: st
             version = np.lib.format.read_magic(file)
             if version not in _NPY_HEADER_READERS:
                 raise ValueError(f".npy format version {version} is not supported")
-            shape, fortran, stored = _NPY_HEADER_READERS[version](file, max_header_size=10_000)
+            shape, _, stored = _NPY_HEADER_READERS[version](file, max_header_size=10_000)
             header_end = file.tell()
             available = file.seek(0, 2) - header_end
     except (OSError, ValueError, SyntaxError, TypeError) as exc:
         raise InputError(f"cannot read array {path}: not a valid .npy file ({str(exc)[:120]})") from None
-    if not any(len(shape) == len(want) and all(w is None or w == g for w, g in zip(want, shape)) for want in shapes):
-        wanted = " or ".join(_shape_text(want) for want in shapes)
-        raise InputError(f"input shape {_shape_text(shape)} does not match {name} ({wanted})")
+    from edgevit.runtimes.base import shape_fits, shape_text
+
+    if not any(shape_fits(want, shape) for want in shapes):
+        wanted = " or ".join(shape_text(want) for want in shapes)
+        raise InputError(f"input shape {shape_text(shape)} does not match {name} ({wanted})")
     if stored.hasobject or stored != np.dtype(dtype):
         raise InputError(f"input dtype {stored} does not match {name} ({dtype}); convert with x.astype(np.{dtype})")
     if available < math.prod(shape) * stored.itemsize:
