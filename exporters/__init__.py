@@ -13,6 +13,7 @@ from types import ModuleType
 from typing import Any
 
 from edgevit.errors import EdgeVitError
+from edgevit.input_form import InputForm
 
 # target -> (module, artifact suffix)
 TARGETS: dict[str, tuple[str, str]] = {
@@ -27,18 +28,17 @@ PRECISIONS = ("fp32", "fp16")
 class ExportRequest:
     """Everything an exporter needs; built once by the pipeline and shared by targets."""
 
-    model: Any  # torch.nn.Module in eval mode
+    model: Any  # torch.nn.Module in eval mode, taking the input in ``form``
     program: Any  # torch.export.ExportedProgram of ``model`` at ``example``'s static shape
-    example: Any  # torch.Tensor, (1, C, H, W)
+    example: Any  # torch.Tensor in ``form``: (1, C, H, W) or (1, H, W, C)
     model_name: str
     precision: str = "fp32"
     dynamic_batch: bool = False
-    image_input: bool = False
-    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
-    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    form: InputForm = field(default_factory=InputForm)  # layout and value range of the input
     labels: list[str] | None = None
     input_name: str = "input"
     output_name: str = "logits"
+    output_kind: str = "logits"  # or "probabilities" (the model ends in a softmax)
     options: dict[str, Any] = field(default_factory=dict)
 
 

@@ -24,25 +24,6 @@ def check_dependencies() -> None:
     import_coremltools()
 
 
-def _image_wrapper(request: ExportRequest):
-    """The model behind a 0-255 RGB image input: ``(x / 255 - mean) / std`` baked in."""
-    import torch
-
-    class ImageInput(torch.nn.Module):
-        def __init__(self, model, mean, std) -> None:
-            super().__init__()
-            self.model = model
-            self.register_buffer("scale", 1.0 / (255.0 * torch.tensor(std).reshape(1, -1, 1, 1)))
-            self.register_buffer("shift", -torch.tensor(mean).reshape(1, -1, 1, 1) / torch.tensor(std).reshape(1, -1, 1, 1))
-
-        def forward(self, x):
-            return self.model(x * self.scale + self.shift)
-
-    wrapper = ImageInput(request.model, request.mean, request.std).eval()
-    example = torch.rand_like(request.example) * 255
-    return torch.export.export(wrapper, (example,))
-
-
 def convert(request: ExportRequest, dest: Path) -> None:
     """Convert ``request.program`` to an .mlpackage directory at ``dest``."""
     ct = import_coremltools()
@@ -54,15 +35,13 @@ def convert(request: ExportRequest, dest: Path) -> None:
     shape = tuple(request.example.shape)
     try:
         with quiet_converters():
-            if request.image_input:
-                program = _image_wrapper(request)
+            if request.form.pixels:  # the program applies mean/std (edgevit.artifact_module)
                 inputs = [ct.ImageType(name="image", shape=shape, scale=1.0, color_layout=ct.colorlayout.RGB)]
             else:
-                program = request.program
                 inputs = [ct.TensorType(name=request.input_name, shape=shape, dtype=np.float32)]
             classifier = ct.ClassifierConfig(list(request.labels)) if request.labels else None
             mlmodel = ct.convert(
-                program.run_decompositions({}),
+                request.program.run_decompositions({}),
                 inputs=inputs,
                 outputs=None if classifier else [ct.TensorType(name=request.output_name, dtype=np.float32)],
                 classifier_config=classifier,

@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-
 from edgevit.errors import ExportError, first_line
 from edgevit.metadata import METADATA_KEY, ArtifactMetadata
 from edgevit.optional import require
@@ -30,8 +29,6 @@ def convert(request: ExportRequest, dest: Path) -> None:
     litert_torch = _import_litert_torch()
     if request.dynamic_batch:
         raise ExportError("TFLite artifacts have a static batch: drop --dynamic-batch for tflite")
-    if request.image_input:
-        raise ExportError("image input is a Core ML option; TFLite takes the normalized NCHW tensor")
     try:
         with quiet_converters():
             edge_model = litert_torch.convert(request.model, (request.example,))
@@ -63,9 +60,13 @@ def _cast_weights_to_fp16(path: Path) -> None:
 
 
 def write_metadata(path: Path, metadata: ArtifactMetadata) -> None:
-    """Store ``metadata`` in the model's ``metadata`` table under the name ``edgevit``."""
+    """Store ``metadata`` in the model's ``metadata`` table under the name ``edgevit``, beside
+    the standard TFLite Model Metadata (``TFLITE_METADATA``) and its packed label file."""
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
+    from edgevit.runtimes.tflite_format import STANDARD_METADATA_KEY
+
+    from .tflite_metadata import append_files, associated_files, standard_metadata
 
     raw = path.read_bytes()
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(raw, 0))
@@ -73,16 +74,20 @@ def write_metadata(path: Path, metadata: ArtifactMetadata) -> None:
         if buf.offset and buf.offset > 1:
             buf.data = np.frombuffer(raw[buf.offset: buf.offset + buf.size], dtype=np.uint8)
             buf.offset, buf.size = 0, 0
-    entries = [m for m in (model.metadata or []) if m.name not in (METADATA_KEY, METADATA_KEY.encode())]
-    buffer = schema.BufferT()
-    buffer.data = np.frombuffer(metadata.to_json().encode("utf-8"), dtype=np.uint8)
-    model.buffers.append(buffer)
-    entry = schema.MetadataT()
-    entry.name = METADATA_KEY
-    entry.buffer = len(model.buffers) - 1
-    model.metadata = entries + [entry]
+    payloads = {METADATA_KEY: metadata.to_json().encode("utf-8"), STANDARD_METADATA_KEY: standard_metadata(metadata)}
+    entries = [m for m in (model.metadata or [])
+               if (m.name.decode() if isinstance(m.name, bytes) else m.name) not in payloads]
+    for name, payload in payloads.items():
+        buffer = schema.BufferT()
+        buffer.data = np.frombuffer(payload, dtype=np.uint8)
+        model.buffers.append(buffer)
+        entry = schema.MetadataT()
+        entry.name = name
+        entry.buffer = len(model.buffers) - 1
+        entries.append(entry)
+    model.metadata = entries
     builder = flatbuffers.Builder(len(raw) + 4096)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     tmp = path.with_name(path.name + ".meta-tmp")
-    tmp.write_bytes(bytes(builder.Output()))
+    tmp.write_bytes(append_files(bytes(builder.Output()), associated_files(metadata)))
     os.replace(tmp, path)

@@ -57,6 +57,8 @@ class Runtime(ABC):
         self.metadata: ArtifactMetadata | None = None
         self.integrity: Integrity | None = None  # recorded vs actual content digest (edgevit.integrity)
         self.cannot_run_reason = ""  # why, when can_run is False
+        # what app runtimes read beyond edgevit's entry (TFLite Model Metadata, Core ML classes)
+        self.app_metadata: dict[str, Any] = {}
 
     def _read_metadata(self, text: str | bytes) -> None:
         """Parse the artifact's edgevit metadata (checked: ``ArtifactError`` if invalid)."""

@@ -57,6 +57,14 @@ class CoreMLRuntime(Runtime):
         description = self.spec.description
         self.inputs = [_feature_info(f) for f in description.input]
         self.outputs = [_feature_info(f) for f in description.output]
+        self.classes = self._classifier_classes(weights)
+        if self.classes is not None:  # run() answers the scores dictionary, as a row in class order
+            scores = description.predictedProbabilitiesName
+            self.outputs = [TensorInfo(scores, (1, len(self.classes)), "dictionary"),
+                            *(o for o in self.outputs if o.name != scores)]
+            self.app_metadata = {"classifier": len(self.classes), "label_output": description.predictedFeatureName}
+        if self.inputs[0].image:
+            self.app_metadata["image_input"] = self.inputs[0].name
         if not self.inputs or not self.outputs:
             raise ArtifactError(f"cannot load Core ML package {path}: it declares no inputs or no outputs")
         meta = dict(description.metadata.userDefined)
@@ -101,14 +109,36 @@ class CoreMLRuntime(Runtime):
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         if self._interpreter is not None:
-            return np.asarray(self._interpreter.run({self.inputs[0].name: x})[self._interpreter.output_names[0]])
-        feed: object = x
-        if self.inputs[0].image:  # Core ML takes an image as a PIL image
-            from PIL import Image
+            out = self._interpreter.run({self.inputs[0].name: x})
+        else:
+            feed: object = x
+            if self.inputs[0].image:  # Core ML takes an image as a PIL image
+                from PIL import Image
 
-            feed = Image.fromarray(np.clip(x[0].transpose(1, 2, 0), 0, 255).astype(np.uint8).squeeze())
-        out = self._model.predict({self.inputs[0].name: feed})
-        return np.asarray(out[self.outputs[0].name])
+                feed = Image.fromarray(np.clip(x[0].transpose(1, 2, 0), 0, 255).astype(np.uint8).squeeze())
+            out = self._model.predict({self.inputs[0].name: feed})
+        first = out[self.outputs[0].name]
+        if self.classes is not None:
+            return np.array([[first[c] for c in self.classes]], dtype=np.float64)
+        return np.asarray(first)
+
+    def _classifier_classes(self, weights: WeightFile) -> list | None:
+        """The classes of a classifier (its program's ``classify`` op), in score order; None
+        for a model without class outputs."""
+        if not self.spec.description.predictedProbabilitiesName:
+            return None
+        from .mil_program import decode_value
+
+        for op in self._operations():
+            if op.type == "classify" and "classes" in op.inputs and len(op.inputs["classes"].arguments) == 1:
+                arg = op.inputs["classes"].arguments[0]
+                try:
+                    classes = decode_value(arg.value, weights) if not arg.name else None
+                except (UnsupportedOperationError, ValueError, TypeError) as exc:
+                    raise ArtifactError(f"{self.path}: its classifier's classes cannot be read ({exc})") from None
+                if isinstance(classes, list) and classes:
+                    return classes
+        return None
 
     def _operations(self):
         if self.spec.WhichOneof("Type") != "mlProgram":

@@ -13,7 +13,7 @@ from edgevit.quiet import quiet_converters
 
 from .base import Runtime, TensorInfo
 from .files import read_regular_file
-from .tflite_format import read_metadata_entries
+from .tflite_format import STANDARD_METADATA_KEY, packed_files, read_metadata_entries
 
 _INTERPRETERS = (
     ("ai_edge_litert.interpreter", "ai-edge-litert"),
@@ -68,6 +68,8 @@ class LiteRtRuntime(Runtime):
         self._input, self._output = inputs[0], outputs[0]
         if METADATA_KEY in entries:
             self._read_metadata(entries[METADATA_KEY])
+        if STANDARD_METADATA_KEY in entries:
+            self.app_metadata = {"standard": STANDARD_METADATA_KEY, "packed_files": packed_files(data)}
         self._note_integrity([data])
 
     @staticmethod

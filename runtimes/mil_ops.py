@@ -362,3 +362,15 @@ def split(x, num_splits=None, split_sizes=None, axis=0):
         bounds = np.cumsum([int(s) for s in split_sizes])[:-1]
         return tuple(np.split(x, bounds, axis=axis))
     return tuple(np.split(x, int(num_splits), axis=axis))
+
+
+# --- classifier ----------------------------------------------------------------------
+
+@register("classify")
+def classify(probabilities, classes):
+    """Core ML's classifier output: the top class and a class -> score dictionary (float64
+    scores, as Core ML returns them), from one row of scores."""
+    scores = np.asarray(probabilities).reshape(-1)
+    if len(classes) != scores.size:
+        raise ValueError(f"{len(classes)} classes for {scores.size} scores")
+    return np.array(classes[int(np.argmax(scores))]), {c: float(v) for c, v in zip(classes, scores.astype(np.float64))}

@@ -111,8 +111,31 @@ class WeightFile:
         return np.frombuffer(data, dtype=dtype, count=count, offset=start).reshape(shape)
 
 
+_MAX_LIST = 1 << 20  # items in an immediate list value (a classifier's classes)
+
+
+def _decode_list(value, weights: WeightFile) -> list[Any]:
+    """An immediate list of scalars (a classifier's class names or ids) as a Python list."""
+    declared = value.type.listType
+    items = list(value.immediateValue.list.values) if value.WhichOneof("value") == "immediateValue" else None
+    if items is None or len(items) > _MAX_LIST:
+        raise UnsupportedOperationError("a list value that is not an immediate list of scalars")
+    if declared.length.WhichOneof("dimension") == "constant" and declared.length.constant.size != len(items):
+        raise ValueError(f"a list declares {declared.length.constant.size} items and holds {len(items)}")
+    decoded = []
+    for item in items:
+        if item.type.WhichOneof("type") != "tensorType" or item.type.tensorType.rank != 0:
+            raise UnsupportedOperationError("a list of non-scalar values")
+        element = decode_value(item, weights)
+        decoded.append(element if isinstance(element, str) else element.reshape(()).item())
+    return decoded
+
+
 def decode_value(value, weights: WeightFile) -> Any:
-    """A MIL Value (immediate or blob) as a numpy array, numpy scalar or str."""
+    """A MIL Value (immediate or blob) as a numpy array, numpy scalar or str (an immediate
+    list of scalars: a Python list)."""
+    if value.type.WhichOneof("type") == "listType":
+        return _decode_list(value, weights)
     dtype = tensor_dtype(value.type)
     shape = _shape(value.type)
     kind = value.WhichOneof("value")

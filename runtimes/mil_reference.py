@@ -62,6 +62,9 @@ class MilInterpreter:
                 ) from None
             results = result if isinstance(result, tuple) else (result,)
             for name, dtype, value in zip(op.outputs, op.output_dtypes, results):
+                if isinstance(value, dict):  # a classifier's class -> score dictionary
+                    env[name] = value
+                    continue
                 value = np.asarray(value)
                 env[name] = value.astype(dtype, copy=False) if dtype not in (None, str) else value
 

@@ -8,9 +8,13 @@ edgevit metadata too.
 
 from __future__ import annotations
 
+import io
 import struct
+import zipfile
 
 from edgevit.errors import ArtifactError
+
+STANDARD_METADATA_KEY = "TFLITE_METADATA"  # the TFLite Model Metadata entry app runtimes read
 
 
 class _Table:
@@ -79,3 +83,13 @@ def read_metadata_entries(data: bytes, source: str = "model") -> dict[str, bytes
         return entries
     except (struct.error, ValueError, IndexError) as exc:
         raise ArtifactError(f"{source} is not a valid TFLite flatbuffer (truncated or corrupt: {exc})") from None
+
+
+def packed_files(data: bytes) -> list[str]:
+    """Names of the files packed in the zip archive after a .tflite flatbuffer (the
+    metadata's associated files, such as ``labels.txt``); [] when there is none."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            return archive.namelist()
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError):
+        return []

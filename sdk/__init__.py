@@ -22,7 +22,7 @@ from .errors import (
 
 # public functions, defined in edgevit.api; no submodule of edgevit may share one of these names
 _API = ("list_models", "create_model", "model_cost", "reparameterize", "use_native", "export", "load", "verify",
-        "benchmark", "split", "load_plan", "run_plan", "open_plan")
+        "benchmark", "bundle", "split", "load_plan", "run_plan", "open_plan")
 
 __all__ = [
     "__version__",
@@ -39,8 +39,8 @@ __all__ = [
 
 if TYPE_CHECKING:  # pragma: no cover
     from .api import (
-        benchmark, create_model, export, list_models, load, load_plan, model_cost, open_plan, reparameterize,
-        run_plan, split, use_native, verify,
+        benchmark, bundle, create_model, export, list_models, load, load_plan, model_cost, open_plan,
+        reparameterize, run_plan, split, use_native, verify,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -61,8 +62,9 @@ def export(model_or_name: Any, target: str = "onnx", output: str | Path = "edgev
 
     Returns an ``ExportResult`` (a list of them for ``"all"``). A parity failure raises
     :class:`ParityError` and writes nothing; its ``report`` holds the results.
-    Keyword options: ``dynamic_batch``, ``image_input``, ``labels``, ``image``,
-    ``num_inputs``, ``seed``, ``progress`` and exporter ``options`` (``opset``,
+    Keyword options: ``dynamic_batch``, ``layout`` ("nchw"/"nhwc"), ``image_input`` (RGB
+    pixels 0-255 in; both default to the target's app form: NHWC pixels for TFLite),
+    ``with_softmax``, ``labels``, ``image``, ``num_inputs``, ``seed``, ``progress`` and exporter ``options`` (``opset``,
     ``deployment_target``, ``native_ops``: ONNX with the attention as ``ai.edgevit`` nodes,
     run by edgevit's ONNX Runtime loader with the C++ kernels).
     """
@@ -138,9 +140,11 @@ def verify(artifact_path: str | Path, model: Any, *, weights: str | Path | None 
            runtime: str = "auto", integrity_check: bool = True):
     """Compare an artifact with the PyTorch model (a registered name or an nn.Module); an
     artifact changed since export is refused (ArtifactError) unless ``integrity_check`` is False."""
+    from .artifact_module import artifact_module
+    from .input_form import InputForm
+    from .parity import check_parity, parity_inputs, structural_report
     from .pipeline import torch_reference
     from .preprocess import load_image
-    from .parity import check_parity, parity_inputs, structural_report
 
     rt = load(artifact_path, runtime=runtime, integrity_check=integrity_check)
     if isinstance(model, str):
@@ -152,22 +156,34 @@ def verify(artifact_path: str | Path, model: Any, *, weights: str | Path | None 
         spec, module = None, model.eval()
     meta = rt.metadata
     precision = meta.precision if meta else "fp32"
+    form = InputForm.of(meta, image_input=rt.inputs[0].image)
+    if meta is None and spec is not None:  # no metadata: the model's own normalization
+        form = dataclasses.replace(form, mean=tuple(spec.mean), std=tuple(spec.std))
     shape = tuple(1 if d is None else d for d in rt.inputs[0].shape)
-    if not rt.can_run or (meta is not None and meta.image_input):
+    if not rt.can_run:
         return structural_report(rt, shape, precision)
     if len(shape) != 4:
-        raise InputError(f"{artifact_path} takes a rank-{len(shape)} input; edgevit verifies image models (N, C, H, W)")
-    checks = parity_inputs(shape, num_inputs, seed)
+        raise InputError(f"{artifact_path} takes a rank-{len(shape)} input; edgevit verifies image models")
+    nchw = (shape[0], shape[3], shape[1], shape[2]) if form.layout == "NHWC" else shape
+    checks = parity_inputs(nchw, num_inputs, seed)
     if image is not None:
-        mean = meta.mean if meta else (spec.mean if spec else (0.485, 0.456, 0.406))
-        std = meta.std if meta else (spec.std if spec else (0.229, 0.224, 0.225))
         crop = meta.crop_pct if meta else 0.875
-        checks.append((f"image {Path(image).name}", load_image(image, shape[2:], mean, std, crop)))
-
+        checks.append((f"image {Path(image).name}", load_image(image, nchw[2:], form.mean, form.std, crop)))
+    softmax = meta is not None and meta.output_kind == "probabilities"
+    reference = torch_reference(artifact_module(module, form, softmax))
     try:
-        return check_parity(rt, torch_reference(module), checks, precision)
+        return check_parity(rt, reference, [(name, form.from_normalized(x)) for name, x in checks], precision)
     except RuntimeError as exc:  # the model cannot take the artifact's input shape
         raise InputError(f"the PyTorch model does not accept the artifact's input {shape}: {exc}") from None
+
+
+def bundle(artifact_path: str | Path, platform: str, output: str | Path):
+    """Write what an iOS or Android app needs into the new folder ``output``: the model,
+    its labels, a Swift or Kotlin class using the artifact's real names and sizes, and a
+    README (see :mod:`edgevit.app_bundle`). An artifact in the wrong form is an InputError."""
+    from .app_bundle import write_bundle
+
+    return write_bundle(artifact_path, platform, output)
 
 
 def benchmark(artifact_paths: Sequence[str | Path], **options: Any):

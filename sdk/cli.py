@@ -183,8 +183,13 @@ def export_command(
     reparam: bool = typer.Option(True, "--reparam/--no-reparam",
                                  help="Fold BatchNorm/RepBN/layer-scale before export (default on)."),
     dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="ONNX: dynamic batch axis."),
-    image_input: bool = typer.Option(False, "--image-input", help="Core ML: RGB image input, mean/std baked in."),
-    labels: Optional[Path] = typer.Option(None, "--labels", help="Core ML classifier labels, one per line."),
+    layout: Optional[str] = typer.Option(None, "--layout", help="nchw or nhwc (default: nhwc for tflite, else nchw)."),
+    image_input: Optional[bool] = typer.Option(
+        None, "--image-input/--no-image-input",
+        help="RGB pixels 0-255 in, mean/std inside the model (default: on for tflite, else off)."),
+    with_softmax: bool = typer.Option(False, "--with-softmax", help="Output probabilities (softmax) instead of logits."),
+    labels: Optional[Path] = typer.Option(None, "--labels",
+                                          help="Class labels, one per line (Core ML classifier, TFLite label file)."),
     image: Optional[Path] = typer.Option(None, "--image", help="Also verify on this image."),
     num_inputs: int = typer.Option(3, "--num-inputs", help="Random inputs used for verification."),
     opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (18 or newer)."),
@@ -201,8 +206,8 @@ def export_command(
     with _Progress() as progress:
         results = export_model(
             model, target, output, weights=weights, image_size=image_size, precision=precision,
-            verify=verify, reparam=reparam, dynamic_batch=dynamic_batch, image_input=image_input, labels=labels,
-            image=image, num_inputs=num_inputs, options=options, progress=progress,
+            verify=verify, reparam=reparam, dynamic_batch=dynamic_batch, image_input=image_input, layout=layout,
+            with_softmax=with_softmax, labels=labels, image=image, num_inputs=num_inputs, options=options, progress=progress,
         )
     failed = [r for r in results if not r.written]
 
@@ -291,25 +296,50 @@ def predict_command(
     labels: Optional[Path] = typer.Option(None, "--labels", help="Class labels, one per line."),
     runtime: str = typer.Option("auto", "--runtime", help="Runtime to run the artifact with."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Runtime threads."),
+    resize: str = typer.Option("crop", "--resize",
+                               help="crop: the model zoo's center crop; stretch: the whole image, as MediaPipe does."),
     no_integrity_check: bool = NO_INTEGRITY_CHECK,
 ) -> None:
     """Classify an image (or run a .npy input) with an artifact."""
     from edgevit.predict import predict
 
     result = predict(artifact, input_path, top_k=top_k, labels=labels, runtime=runtime, threads=threads,
-                     integrity_check=not no_integrity_check)
+                     integrity_check=not no_integrity_check, resize=resize)
 
     def human() -> None:
         from rich.table import Table
 
         table = Table(title=f"{artifact.name} on {input_path.name} ({result['backend']})")
-        for col in ("rank", "class", "label", "probability"):
+        for col in ("rank", "class", "label", "score", "probability"):
             table.add_column(col)
         for i, item in enumerate(result["top"], 1):
-            table.add_row(str(i), str(item["class"]), item["label"] or "", f"{item['probability']:.4f}")
+            table.add_row(str(i), str(item["class"]), item["label"] or "", f"{item['score']:.4f}",
+                          f"{item['probability']:.4f}")
         _console().print(table)
 
     _emit(result, human)
+
+
+@app.command("bundle")
+def bundle_command(
+    artifact: Path = typer.Argument(..., help="A .mlpackage (ios) or .tflite (android) exported by edgevit."),
+    platform: str = typer.Option(..., "--platform", "-p", help="ios or android."),
+    output: Path = typer.Option(..., "--output", "-o", help="A new (or empty) folder for the bundle."),
+) -> None:
+    """Write what an app needs: the model, its labels, a Swift or Kotlin class and a README."""
+    from edgevit.app_bundle import write_bundle
+
+    result = write_bundle(artifact, platform, output)
+
+    def human() -> None:
+        console = _console()
+        console.print(Text.assemble((platform, "bold"), printable(f": wrote {result.output}/")))
+        for name in result.files:
+            console.print(printable(f"  {name}"))
+        console.print(printable(f"input {result.facts['input_name']} {result.facts['width']}x{result.facts['height']}, "
+                                f"{result.facts['classes']} classes; see {result.output / 'README.md'}"))
+
+    _emit(result.to_dict(), human)
 
 
 @app.command("info")
@@ -351,7 +381,9 @@ def info_command(
         if meta:
             parity = meta.get("parity") or {}
             console.print(f"model: {meta['model']}  precision: {meta['precision']}  "
-                          f"edgevit: {meta['edgevit_version']}  image input: {meta['image_input']}")
+                          f"edgevit: {meta['edgevit_version']}  input: {meta['layout']}, "
+                          + ("RGB pixels 0-255" if meta["image_input"] else "normalized")
+                          + f"  output: {meta.get('output_kind', 'logits')}")
             console.print(f"mean/std: {meta['mean']} / {meta['std']}  labels: "
                           f"{len(meta['labels']) if meta.get('labels') else 'none'}")
             fold = meta.get("reparam")
@@ -362,6 +394,8 @@ def info_command(
                               f"max abs err {parity['max_abs_err']}, top-1 agreement {parity['top1_agreement']})")
         else:
             console.print("no edgevit metadata (not exported by edgevit)", style="yellow")
+        if info["app_metadata"]:
+            console.print("app metadata: " + printable(", ".join(f"{k} {v}" for k, v in info["app_metadata"].items())))
         integrity = info["integrity"]
         if integrity:
             colour = {"intact": "green", "modified": "bold red"}.get(integrity["status"], "yellow")

@@ -23,6 +23,7 @@ def describe_artifact(path: str | Path) -> dict[str, Any]:
         "inputs": [i.describe() for i in rt.inputs],
         "outputs": [o.describe() for o in rt.outputs],
         "metadata": rt.metadata.to_dict() if rt.metadata else None,
+        "app_metadata": rt.app_metadata,
         "integrity": rt.integrity.to_dict() if rt.integrity else None,
         "op_census": rt.op_census(),
     }

@@ -36,6 +36,7 @@ class ArtifactMetadata:
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
     crop_pct: float = 0.875
     output_name: str = "logits"
+    output_kind: str = "logits"  # or "probabilities": the model ends in a softmax (--with-softmax)
     labels: list[str] | None = None
     parity: dict[str, Any] | None = None
     reparam: dict[str, Any] | None = None  # fold summary when the model was re-parameterized
@@ -97,13 +98,14 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     "input_shape": (lambda v: isinstance(v, list) and 0 < len(v) <= 8
                     and all(d is None or (isinstance(d, int) and not isinstance(d, bool) and 0 < d < 1 << 20)
                             for d in v), "a list of up to 8 positive sizes"),
-    "layout": (lambda v: isinstance(v, str), "a string"),
+    "layout": (lambda v: v in ("NCHW", "NHWC"), "NCHW or NHWC"),
     "image_input": (lambda v: isinstance(v, bool), "true or false"),
     "mean": (lambda v: isinstance(v, list) and 0 < len(v) <= 16 and all(_is_number(x) for x in v), "a list of numbers"),
     "std": (lambda v: isinstance(v, list) and 0 < len(v) <= 16 and all(_is_number(x) and x > 0 for x in v),
             "a list of positive numbers"),
     "crop_pct": (lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
     "output_name": (lambda v: isinstance(v, str), "a string"),
+    "output_kind": (lambda v: v in ("logits", "probabilities"), "logits or probabilities"),
     "labels": (lambda v: v is None or (isinstance(v, list) and all(isinstance(x, str) for x in v)),
                "a list of strings"),
     "parity": (lambda v: v is None or _fits(v, _PARITY), "null or an object with " + ", ".join(_PARITY)),

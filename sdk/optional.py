@@ -14,7 +14,7 @@ OPTIONAL_MODULES: dict[str, tuple[str, str]] = {
     "onnxruntime": ("onnxruntime", "onnx"), "ai_edge_litert": ("ai-edge-litert", "tflite"),
     "coremltools": ("coremltools", "coreml"), "matplotlib": ("matplotlib", "plot"), "ray": ("ray", "distributed"),
     "sklearn": ("scikit-learn", "split"), "yaml": ("pyyaml", "split"), "PIL": ("pillow", "onnx"),
-    "onnxruntime_extensions": ("onnxruntime-extensions", "native"),
+    "onnxruntime_extensions": ("onnxruntime-extensions", "native"), "mediapipe": ("mediapipe", "export"),
 }
 
 

@@ -10,6 +10,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .errors import EdgeVitError, ExportError, InputError, first_line
+from .input_form import InputForm, parse_layout
 from .integrity import PLACEHOLDER, seal
 from .metadata import ArtifactMetadata
 from .models.registry import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, get_spec
@@ -93,7 +94,9 @@ def export_model(
     verify: bool = True,
     reparam: bool = True,
     dynamic_batch: bool = False,
-    image_input: bool = False,
+    image_input: bool | None = None,
+    layout: str | None = None,
+    with_softmax: bool = False,
     labels: Sequence[str] | str | Path | None = None,
     image: str | Path | None = None,
     num_inputs: int = 3,
@@ -113,12 +116,19 @@ def export_model(
 
     With ``reparam`` (the default) the model is folded by :func:`edgevit.reparameterize`
     first (on a copy) and the artifact is verified against the *unfolded* model.
+
+    ``layout`` ("nchw"/"nhwc") and ``image_input`` (RGB pixels 0-255 in, mean/std inside
+    the model) set the input form (:mod:`edgevit.input_form`); left at None, TFLite gets
+    the app form (NHWC pixels, what MediaPipe Tasks and the LiteRT task library load) and
+    ONNX and Core ML the normalized NCHW tensor. ``with_softmax`` ends the model in a
+    softmax, so the artifact outputs probabilities.
     """
     torch = require("torch", "to export models")
 
     from edgevit.exporters import PRECISIONS, ExportRequest, exporter_module, resolve_targets
-    from edgevit.native_torch import attention_path
     from edgevit.runtimes.loader import load
+
+    from .artifact_module import artifact_module
 
     say = progress or (lambda message: None)
     targets = resolve_targets(target)
@@ -126,6 +136,8 @@ def export_model(
         raise InputError(f"unknown precision {precision!r}: choose {' or '.join(PRECISIONS)}")
     if num_inputs < 1:
         raise InputError("verification needs at least one input (num_inputs >= 1)")
+    if layout is not None:
+        parse_layout(layout)  # a wrong name is reported before any long work starts
     if (options or {}).get("native_ops") and targets != ["onnx"]:
         raise InputError("native attention ops (ai.edgevit nodes) are an ONNX export option: use --target onnx")
     for tgt in targets:  # a missing converter is reported before any long work starts
@@ -139,6 +151,10 @@ def export_model(
     mean = tuple(mean) if mean is not None else (spec.mean if spec else IMAGENET_MEAN)
     std = tuple(std) if std is not None else (spec.std if spec else IMAGENET_STD)
 
+    forms = {t: target_form(t, shape, layout, image_input, mean, std) for t in targets}
+    if class_labels is not None and len(class_labels) != (classes := _num_classes(module, shape)):
+        raise InputError(f"{len(class_labels)} labels given, but {name} has {classes} classes")
+
     generator = torch.Generator().manual_seed(seed)
     example = torch.randn(*shape, generator=generator)
     checks = parity_inputs(shape, num_inputs, seed)
@@ -148,7 +164,7 @@ def export_model(
         crop = spec.crop_pct if spec else 0.875
         checks.append((f"image {Path(image).name}", load_image(image, shape[2:], mean, std, crop)))
 
-    reference = torch_reference(module)  # the model as trained: every artifact answers to it
+    trained = module  # the model as trained: every artifact answers to it
     fold_summary = None
     if reparam:
         say(f"re-parameterizing {name}")
@@ -156,28 +172,70 @@ def export_model(
 
         module, fold_report = fold_checked(module, name, [x for _, x in checks])
         fold_summary = fold_report.to_dict(entries=False)
-    shape_text = "x".join(map(str, shape))
-    say(f"tracing {name} at {shape_text} with torch.export")
-    try:
-        with torch.inference_mode():
-            module(example)
-        with attention_path(module, native_ops=False):  # standard ops unless the exporter asks
-            program = torch.export.export(module, (example,))
-    except Exception as exc:
-        raise ExportError(f"torch.export could not trace {name} at {shape_text}: {first_line(exc)}") from None
-
+    traced: dict[InputForm, tuple[Any, Any, Any]] = {}  # form -> (module, example, program)
     results = []
     for tgt in targets:
+        form = forms[tgt]
+        if form not in traced:
+            wrapped = artifact_module(module, form, with_softmax, fold_shape=shape if reparam else None)
+            if getattr(wrapped, "folded_into", None):
+                say(f"pixel normalization folded into {wrapped.folded_into}")
+            traced[form] = _trace(wrapped, form, example, name, say)
+        wrapped, form_example, program = traced[form]
         exporter = exporter_module(tgt)
         request = ExportRequest(
-            model=module, program=program, example=example, model_name=name, precision=precision,
-            dynamic_batch=dynamic_batch and tgt == "onnx", image_input=image_input and tgt == "coreml",
-            mean=mean, std=std, labels=class_labels if tgt == "coreml" else None, options=dict(options or {}),
-            output_name=output_name,
+            model=wrapped, program=program, example=form_example, model_name=name, precision=precision,
+            dynamic_batch=dynamic_batch and tgt == "onnx", form=form, labels=class_labels,
+            options=dict(options or {}), output_name=output_name,
+            output_kind="probabilities" if with_softmax else "logits",
         )
-        results.append(_export_one(tgt, exporter, request, finals[tgt], spec, verify, checks, reference, load,
+        reference = torch_reference(artifact_module(trained, form, with_softmax))
+        form_checks = [(label, form.from_normalized(x)) for label, x in checks]
+        results.append(_export_one(tgt, exporter, request, finals[tgt], spec, verify, form_checks, reference, load,
                                    say, fold_summary))
     return results
+
+
+def target_form(target: str, shape: tuple[int, ...], layout: str | None, image_input: bool | None,
+                mean: Sequence[float], std: Sequence[float]) -> InputForm:
+    """The input form ``target`` gets: the asked one, else the target's default (TFLite:
+    NHWC pixels, the phone runtimes' form; others: the normalized NCHW tensor)."""
+    if len(shape) != 4:  # not an image model: the tensor as it is
+        if (layout is not None and parse_layout(layout) == "NHWC") or image_input:
+            raise InputError("the model does not take images: --layout nhwc and --image-input apply to image models")
+        return InputForm(mean=tuple(mean), std=tuple(std))
+    app_default = target == "tflite"
+    chosen = parse_layout(layout) if layout is not None else ("NHWC" if app_default else "NCHW")
+    pixels = app_default if image_input is None else bool(image_input)
+    if target == "coreml" and pixels and chosen == "NHWC":
+        raise InputError("a Core ML image input is laid out by Core ML itself: drop --layout nhwc "
+                         "(or --image-input) for coreml")
+    return InputForm(chosen, pixels, tuple(mean), tuple(std))
+
+
+def _num_classes(module: Any, shape: tuple[int, ...]) -> int:
+    """Size of the model's output for one input (run once on zeros)."""
+    torch = require("torch", "to export models")
+    with torch.inference_mode():
+        return int(module(torch.zeros(shape)).reshape(1, -1).shape[1])
+
+
+def _trace(module: Any, form: InputForm, example: Any, name: str, say: Progress) -> tuple[Any, Any, Any]:
+    """(module, example in ``form``, torch.export program) for one input form."""
+    torch = require("torch", "to export models")
+    from edgevit.native_torch import attention_path
+
+    form_example = torch.from_numpy(form.from_normalized(example.numpy()))
+    shape_text = "x".join(map(str, form_example.shape))
+    say(f"tracing {name} at {shape_text} ({form.describe()}) with torch.export")
+    try:
+        with torch.inference_mode():
+            module(form_example)
+        with attention_path(module, native_ops=False):  # standard ops unless the exporter asks
+            program = torch.export.export(module, (form_example,))
+    except Exception as exc:
+        raise ExportError(f"torch.export could not trace {name} at {shape_text}: {first_line(exc)}") from None
+    return module, form_example, program
 
 
 def model_input_shape(module: Any, spec: ModelSpec | None, name: str, image_size, image=None) -> tuple[int, ...]:
@@ -248,15 +306,16 @@ def _export_one(target, exporter, request, final: Path, spec, verify: bool, chec
         report = None
         if verify:
             say(f"{target}: verifying parity with PyTorch ({runtime.describe()})")
-            if runtime.can_run and not request.image_input:
+            if runtime.can_run:
                 report = check_parity(runtime, reference, checks, request.precision)
             else:
                 report = structural_report(runtime, tuple(request.example.shape), request.precision)
         metadata = ArtifactMetadata(
             model=request.model_name, target=target, precision=request.precision,
             input_name=runtime.inputs[0].name, input_shape=list(runtime.inputs[0].shape),
-            image_input=request.image_input, mean=list(request.mean), std=list(request.std),
-            crop_pct=spec.crop_pct if spec else 0.875, output_name=runtime.outputs[0].name,
+            layout=request.form.layout, image_input=request.form.pixels, mean=list(request.form.mean),
+            std=list(request.form.std), crop_pct=spec.crop_pct if spec else 0.875,
+            output_name=runtime.outputs[0].name, output_kind=request.output_kind,
             labels=request.labels, parity=report.summary() if report else None, reparam=fold_summary,
             integrity={"sha256": PLACEHOLDER},
         )

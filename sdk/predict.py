@@ -10,20 +10,20 @@ import numpy as np
 from .errors import InputError
 
 
-def _read_input(path: Path, runtime) -> np.ndarray:
-    from .preprocess import load_image, read_npy
+def read_input(path: Path, runtime, resize: str = "crop") -> np.ndarray:
+    """``path`` (an image, or a .npy array) as ``runtime``'s first input: an image is resized
+    (``resize``: "crop" or "stretch", see :func:`edgevit.preprocess.load_pixels`) and put in the
+    artifact's input form (layout, pixels or normalized) that its metadata records."""
+    from .input_form import InputForm
+    from .preprocess import load_pixels, read_npy
 
+    spec = runtime.inputs[0]
     if path.suffix.lower() == ".npy":
-        spec = runtime.inputs[0]
         return read_npy(path, [spec.shape], spec.dtype, repr(spec.name))
-
     meta = runtime.metadata
-    shape = runtime.inputs[0].shape
-    if len(shape) != 4 or shape[2] is None or shape[3] is None:
-        raise InputError(f"{runtime.path} does not take an NCHW image of fixed size; pass a .npy input")
-    pixels = runtime.inputs[0].image or bool(meta and meta.image_input)  # normalization baked into the model
-    recorded = dict(mean=meta.mean, std=meta.std, crop_pct=meta.crop_pct) if meta else {}
-    return load_image(path, (shape[2], shape[3]), normalize=not pixels, **recorded)
+    form = InputForm.of(meta, image_input=spec.image)
+    size = form.image_size(spec.shape)
+    return form.from_pixels(load_pixels(path, size, meta.crop_pct if meta else 0.875, resize))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -33,8 +33,14 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def predict(artifact: str | Path, input_path: str | Path, *, top_k: int = 5, labels: Any = None,
-            runtime: str = "auto", threads: int | None = None, integrity_check: bool = True) -> dict[str, Any]:
-    """Top-k classes of the first input in the batch, with softmax probabilities."""
+            runtime: str = "auto", threads: int | None = None, integrity_check: bool = True,
+            resize: str = "crop") -> dict[str, Any]:
+    """Top-k classes of the first input in the batch.
+
+    Each class has its ``score`` (the artifact's own output: a logit, or a probability when
+    the model ends in a softmax; what an app reading the output, e.g. MediaPipe, sees) and
+    its ``probability`` (the softmax of the logits, or the score itself).
+    """
     from edgevit.runtimes.loader import load
 
     from .pipeline import read_labels
@@ -42,17 +48,19 @@ def predict(artifact: str | Path, input_path: str | Path, *, top_k: int = 5, lab
     if top_k < 1:
         raise InputError("--top-k must be at least 1")
     rt = load(artifact, runtime=runtime, threads=threads, integrity_check=integrity_check)
-    x = _read_input(Path(input_path), rt)
-    logits = np.asarray(rt.run(x), dtype=np.float64).reshape(x.shape[0], -1)
-    probs = softmax(logits)[0]
-    names = read_labels(labels) or (rt.metadata.labels if rt.metadata else None)
-    order = np.argsort(-probs)[:top_k]
+    x = read_input(Path(input_path), rt, resize)
+    scores = np.asarray(rt.run(x), dtype=np.float64).reshape(x.shape[0], -1)[0]
+    meta = rt.metadata
+    probs = scores if meta is not None and meta.output_kind == "probabilities" else softmax(scores)
+    names = read_labels(labels) or (meta.labels if meta else None)
+    order = np.argsort(-scores, kind="stable")[:top_k]
     return {
         "artifact": str(artifact),
         "backend": rt.describe(),
+        "resize": resize,
         "top": [
             {"class": int(i), "label": names[i] if names and i < len(names) else None,
-             "probability": float(probs[i]), "logit": float(logits[0, i])}
+             "score": float(scores[i]), "probability": float(probs[i])}
             for i in order
         ],
     }

@@ -1,5 +1,6 @@
-"""Inputs from files: an image -> normalized NCHW float32 array (the evaluation transform
-of the model zoo), and ``.npy`` arrays read only after their header fits what is expected."""
+"""Inputs from files: an image -> RGB pixels or the normalized NCHW float32 array (resized
+as the model zoo evaluates, or as MediaPipe Tasks does), and ``.npy`` arrays read only
+after their header fits what is expected."""
 
 from __future__ import annotations
 
@@ -10,26 +11,36 @@ from typing import Sequence
 import numpy as np
 
 from .errors import InputError
+from .input_form import DEFAULT_MEAN, DEFAULT_STD, InputForm
 from .optional import require
 
+RESIZE_MODES = ("crop", "stretch")
 
-def load_image(path: str | Path, size: tuple[int, int], mean: Sequence[float] = (0.485, 0.456, 0.406),
-               std: Sequence[float] = (0.229, 0.224, 0.225), crop_pct: float = 0.875,
-               normalize: bool = True) -> np.ndarray:
-    """Resize the shorter side to ``size / crop_pct`` (bicubic), center-crop ``size``.
 
-    Returns (1, 3, H, W) float32: normalized with mean/std, or raw 0-255 when
-    ``normalize`` is False (for artifacts with the normalization baked in).
+def load_pixels(path: str | Path, size: tuple[int, int], crop_pct: float = 0.875, resize: str = "crop"
+                ) -> np.ndarray:
+    """An image file as (1, 3, H, W) float32 RGB values 0-255, resized two ways:
+
+    - ``crop`` (default): the model zoo's evaluation transform: the shorter side to
+      ``size / crop_pct`` (bicubic), then the center ``size``;
+    - ``stretch``: MediaPipe Tasks' (and so the Android/iOS task libraries'): the whole
+      image to ``size`` (aspect ratio not kept), bilinear with source positions
+      ``dst * in / out`` rounded to 1/32 pixel, edge pixels repeated, rounded to 8 bits.
+      An image already at ``size`` is taken as it is.
     """
+    if resize not in RESIZE_MODES:
+        raise InputError(f"unknown resize {resize!r}: choose {' or '.join(RESIZE_MODES)}")
     require("PIL", "to read images")
     from PIL import Image, UnidentifiedImageError
     path = Path(path)
     if not path.is_file():
         raise InputError(f"image not found: {path}")
+    height, width = size
     try:
         with Image.open(path) as img:
             img = img.convert("RGB")
-            height, width = size
+            if resize == "stretch":
+                return _stretch(np.asarray(img), height, width)
             scale = max(height, width) / crop_pct / min(img.size)
             resized = (max(width, round(img.size[0] * scale)), max(height, round(img.size[1] * scale)))
             img = img.resize(resized, Image.BICUBIC)
@@ -38,9 +49,31 @@ def load_image(path: str | Path, size: tuple[int, int], mean: Sequence[float] = 
             pixels = np.asarray(img, dtype=np.float32)  # (H, W, 3)
     except (UnidentifiedImageError, OSError) as exc:
         raise InputError(f"cannot read image {path}: {exc}") from None
-    if normalize:
-        pixels = (pixels / 255.0 - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return np.ascontiguousarray(pixels.transpose(2, 0, 1)[None], dtype=np.float32)
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1)[None])
+
+
+def _stretch(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """uint8 (h, w, 3) -> (1, 3, height, width) float32: MediaPipe's bilinear stretch, exactly
+    (OpenCV's fixed-point warp: 5 fractional bits of position, 15 of weight)."""
+    rows, cols = image.shape[:2]
+    ys = np.rint(np.arange(height) * (rows / height) * 32).astype(np.int64)
+    xs = np.rint(np.arange(width) * (cols / width) * 32).astype(np.int64)
+    y0, fy = ys >> 5, (ys & 31)[:, None, None]
+    x0, fx = xs >> 5, (xs & 31)[None, :, None]
+
+    def at(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+        return image[np.clip(y, 0, rows - 1)[:, None], np.clip(x, 0, cols - 1)[None, :]].astype(np.int64)
+
+    weighted = ((at(y0, x0) * (32 - fx) + at(y0, x0 + 1) * fx) * (32 - fy)
+                + (at(y0 + 1, x0) * (32 - fx) + at(y0 + 1, x0 + 1) * fx) * fy) * 32
+    pixels = ((weighted + (1 << 14)) >> 15).astype(np.float32)
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1)[None])
+
+
+def load_image(path: str | Path, size: tuple[int, int], mean: Sequence[float] = DEFAULT_MEAN,
+               std: Sequence[float] = DEFAULT_STD, crop_pct: float = 0.875, resize: str = "crop") -> np.ndarray:
+    """An image file as the normalized (1, 3, H, W) float32 tensor the model is trained on."""
+    return InputForm(mean=tuple(mean), std=tuple(std)).from_pixels(load_pixels(path, size, crop_pct, resize))
 
 
 _NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}

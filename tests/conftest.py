@@ -67,6 +67,41 @@ def photo() -> Path:
     return path
 
 
+# --- app-ready artifacts: TFLite in its default (app) form, Core ML image-input classifiers ---
+
+APP_MODELS = ("edgenext_xx_small", "slab_deit_tiny")
+LABELS = [f"label {i} ({'odd' if i % 2 else 'even'})" for i in range(1000)]
+
+
+@pytest.fixture(scope="session")
+def photo_png(photo, tmp_path_factory) -> Path:
+    """The photo, stored losslessly: MediaPipe and edgevit decode exactly the same pixels."""
+    from PIL import Image
+
+    path = tmp_path_factory.mktemp("photo") / "china.png"
+    Image.open(photo).convert("RGB").save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def app_artifacts(tmp_path_factory, photo) -> dict[tuple[str, str, str], Path]:
+    """(model, target, precision) -> artifact with labels: TFLite in its default (app) form,
+    Core ML with image input; each verified at export, on the photo too."""
+    import edgevit
+
+    out = tmp_path_factory.mktemp("app")
+    labels = out / "labels.txt"
+    labels.write_text("\n".join(LABELS) + "\n", encoding="utf-8")
+    paths = {}
+    for model in APP_MODELS:
+        for precision in ("fp32", "fp16"):
+            for target, extra in (("tflite", {}), ("coreml", {"image_input": True})):
+                result = edgevit.export(model, target, out, precision=precision, labels=labels, image=photo, **extra)
+                assert result.written and result.parity.numerically_verified, result.parity.note
+                paths[(model, target, precision)] = result.path
+    return paths
+
+
 # --- ED-ViT: a tiny trained DeiT and a 3-way split plan, shared by the split and run tests ---
 
 TINY = dict(img_size=16, patch_size=4, embed_dim=48, depth=2, num_heads=2)

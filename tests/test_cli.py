@@ -151,14 +151,15 @@ def test_truncated_and_corrupt_artifacts(artifacts, tmp_path):
 
 
 def test_wrong_input_shape_dtype_and_nan(artifacts, tmp_path):
-    cases = {
-        "shape.npy": (np.zeros((1, 3, 32, 32), np.float32), "input shape 1x3x32x32 does not match"),
-        "dtype.npy": (np.zeros((1, 3, SMALL, SMALL), np.int64), "input dtype int64 does not match"),
-        "nan.npy": (np.full((1, 3, SMALL, SMALL), np.nan, np.float32), "NaN"),
-    }
-    for name, (array, message) in cases.items():
-        np.save(tmp_path / name, array)
-        for target in ("onnx", "tflite"):
+    for target in ("onnx", "tflite"):  # NCHW and NHWC (the TFLite default)
+        shape = edgevit.load(artifacts[target]).inputs[0].shape
+        cases = {
+            "shape.npy": (np.zeros((1, 3, 32, 32), np.float32), "input shape 1x3x32x32 does not match"),
+            "dtype.npy": (np.zeros(shape, np.int64), "input dtype int64 does not match"),
+            "nan.npy": (np.full(shape, np.nan, np.float32), "NaN"),
+        }
+        for name, (array, message) in cases.items():
+            np.save(tmp_path / name, array)
             assert_clean_failure(run_cli("predict", str(artifacts[target]), str(tmp_path / name)), contains=message)
     good = tmp_path / "good.npy"
     np.save(good, np.zeros((1, 3, SMALL, SMALL), np.float32))
@@ -272,3 +273,16 @@ def test_export_without_torch_names_the_export_extra(tmp_path):
                      block=("torch",), tmp=tmp_path)
     assert_clean_failure(result, contains='pip install ".[export]"')
     assert "torch==2.13.0" in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_input_form_and_label_errors(tmp_path):
+    base = ("export", "--model", "edgenext_xx_small", "--image-size", str(SMALL), "--output", str(tmp_path))
+    cases = [
+        (("--target", "tflite", "--layout", "nwhc"), "unknown layout 'nwhc': choose nchw or nhwc"),
+        (("--target", "coreml", "--layout", "nhwc", "--image-input"), "a Core ML image input is laid out by Core ML"),
+        (("--target", "onnx", "--labels", str(tmp_path / "three.txt")), "3 labels given, but edgenext_xx_small has 1000"),
+    ]
+    (tmp_path / "three.txt").write_text("a\nb\nc\n")
+    for extra, message in cases:
+        assert_clean_failure(run_cli(*base, *extra), contains=message)
+    assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob("*.tflite"))

@@ -62,7 +62,7 @@ def test_info_predict_and_bench_on_onnx_and_tflite(device_venv, artifacts, photo
         workstation = run_cli("--json", "predict", str(artifacts[target]), str(photo))
         got, want = json.loads(here.stdout)["top"], json.loads(workstation.stdout)["top"]
         assert [r["class"] for r in got] == [r["class"] for r in want]
-        assert np.allclose([r["logit"] for r in got], [r["logit"] for r in want], atol=1e-5)
+        assert np.allclose([r["score"] for r in got], [r["score"] for r in want], atol=1e-5)
     bench = device_cli(device_venv, "--json", "bench", str(artifacts["onnx"]), str(artifacts["tflite"]),
                        "--runs", "2", "--warmup", "1", cwd=tmp_path)
     assert bench.code == 0, bench.stderr

@@ -44,7 +44,9 @@ def test_every_model_exports_to_every_target_with_parity(name, tmp_path):
             assert result.reparam["folded"] > 0 and result.reparam["max_abs_change"] < 1e-5
         rt = edgevit.load(result.path)
         assert rt.metadata.model == name and rt.metadata.parity["status"] == "passed"
-        assert rt.metadata.input_shape == [1, 3, size, size]
+        app_form = result.target == "tflite"  # NHWC pixels by default
+        assert rt.metadata.input_shape == ([1, size, size, 3] if app_form else [1, 3, size, size])
+        assert (rt.metadata.layout, rt.metadata.image_input) == (("NHWC", True) if app_form else ("NCHW", False))
         assert rt.metadata.reparam["folded"] == result.reparam["folded"]
         if result.target == "coreml" and sys.platform != "darwin":
             assert "reference interpreter" in report.backend  # Core ML itself needs macOS
@@ -155,15 +157,16 @@ def test_onnx_graph_is_clean_opset_18_with_metadata(artifacts):
     assert any(p.key == "edgevit" for p in model.metadata_props)
 
 
-def test_coreml_classifier_with_tensor_input_loads_and_is_checked_structurally(tmp_path):
-    """The classify op's list of labels is valid Core ML the interpreter does not read: the
-    package still loads and is verified structurally, naming the op."""
+def test_coreml_classifier_with_tensor_input_is_verified(tmp_path):
+    """The classify op (its classes are an immediate list) runs in the reference interpreter:
+    a classifier is verified numerically, and run() answers its scores in class order."""
     labels = [f"class {i}" for i in range(1000)]
     result = edgevit.export("edgenext_xx_small", "coreml", tmp_path, image_size=SMALL, labels=labels, num_inputs=1)
-    assert result.written and result.parity.passed and not result.parity.numerically_verified
+    assert result.written and result.parity.passed and result.parity.numerically_verified
     rt = edgevit.load(result.path)
-    if sys.platform != "darwin":
-        assert not rt.can_run and "'classify'" in rt.cannot_run_reason
+    assert rt.can_run and rt.classes == labels
+    assert rt.outputs[0].name == "classLabel_probs" and rt.outputs[0].shape == (1, 1000)
+    assert rt.run(np.zeros((1, 3, SMALL, SMALL), np.float32)).shape == (1, 1000)
 
 
 def test_coreml_image_input_classifier(tmp_path):

@@ -18,6 +18,7 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
+import edgevit
 import numpy as np
 import pytest
 
@@ -89,14 +90,15 @@ def make_mutant(source: Path, target: str, index: int, rng: np.random.Generator,
 def logits(outcome: Outcome) -> list[tuple[int, float]] | None:
     if outcome.code != 0:
         return None
-    return [(row["class"], row["logit"]) for row in json.loads(outcome.stdout)["top"]]
+    return [(row["class"], row["score"]) for row in json.loads(outcome.stdout)["top"]]
 
 
 @pytest.mark.parametrize("target", ["onnx", "tflite", "coreml"])
 def test_mutated_artifacts_never_crash_hang_or_corrupt_silently(artifacts, target, tmp_path):
     rng = np.random.default_rng(["onnx", "tflite", "coreml"].index(target))
     x = tmp_path / "x.npy"
-    np.save(x, np.random.default_rng(7).standard_normal((1, 3, 64, 64)).astype(np.float32))
+    shape = edgevit.load(artifacts[target]).inputs[0].shape  # TFLite: NHWC
+    np.save(x, np.random.default_rng(7).standard_normal(shape).astype(np.float32))
     worker = CliWorker(block=("torch",), cwd=tmp_path)
     try:
         reference = logits(worker.run(["--json", "predict", str(artifacts[target]), str(x), "--top-k", "5"]))

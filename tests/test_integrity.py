@@ -43,7 +43,8 @@ def test_every_export_records_a_digest_of_its_content(artifacts, target):
 @pytest.mark.parametrize("target", ["onnx", "tflite", "coreml"])
 def test_a_changed_weight_is_refused_unless_asked_to_go_on(artifacts, target, tmp_path):
     x = tmp_path / "x.npy"
-    np.save(x, np.random.default_rng(1).standard_normal((1, 3, 64, 64)).astype(np.float32))
+    shape = edgevit.load(artifacts[target]).inputs[0].shape  # TFLite: NHWC
+    np.save(x, np.random.default_rng(1).standard_normal(shape).astype(np.float32))
     tampered = _copy(artifacts[target], tmp_path)
     _scale_a_weight(tampered, target)
     for command in (["predict", tampered, x], ["bench", tampered, "--runs", "1"],

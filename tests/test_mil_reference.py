@@ -206,7 +206,7 @@ def test_predict_runs_an_image_input_package_and_bench_names_the_interpreter(tmp
     assert all(r.code == 0 for r in results), [r.stderr for r in results]
     image_top, tensor_top = (__import__("json").loads(r.stdout)["top"] for r in results)
     assert [t["class"] for t in image_top] == [t["class"] for t in tensor_top]
-    np.testing.assert_allclose([t["logit"] for t in image_top], [t["logit"] for t in tensor_top], atol=1e-4)
+    np.testing.assert_allclose([t["score"] for t in image_top], [t["score"] for t in tensor_top], atol=1e-4)
     assert "(RGB image, 0-255)" in run_cli("info", str(image_input)).stdout
     bench = run_cli("bench", str(tensor_input), "--runs", "1", "--warmup", "0")
     assert bench.code == 0 and "edgevit reference interpreter" in bench.stdout, bench.stdout + bench.stderr

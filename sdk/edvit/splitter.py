@@ -70,7 +70,7 @@ def _export(module, path: Path, target: str, data: Dataset, output_name="feature
     from ..pipeline import export_model
 
     result = export_model(module, target, path, reparam=True, verify=True, output_name=output_name,
-                          mean=data.mean, std=data.std)[0]
+                          mean=data.mean, std=data.std, layout="nchw", image_input=False)[0]  # what the runner feeds
     if not result.written:
         raise ParityError(f"{path.name}: the {target} artifact does not match PyTorch "
                           f"(max abs err {result.parity.max_abs_err:.3g}); nothing was written", report=result)
