@@ -60,7 +60,7 @@ def write_bundle(artifact: str | Path, platform: str, output: str | Path) -> Bun
         raise OutputPathError(f"{output} exists and is not an empty folder: choose a new one")
     runtime = load(artifact)
     facts = _ios_facts(runtime) if platform == "ios" else _android_facts(runtime)
-    ensure_writable_dir(output.parent if output.parent != Path("") else Path("."))
+    ensure_writable_dir(output.parent)
     result = Bundle(platform, output, facts=facts)
     with staged_path(output) as staged:
         staged.mkdir()
