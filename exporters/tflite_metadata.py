@@ -21,8 +21,10 @@ from __future__ import annotations
 import io
 import zipfile
 
+from edgevit.input_form import InputForm
 from edgevit.metadata import ArtifactMetadata
 from edgevit.optional import require
+
 LABELS_FILE = "labels.txt"
 _MIN_PARSER_VERSION = "1.0.0"  # every field written here exists since schema 1.0.0
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed: the same export gives the same bytes
@@ -42,7 +44,7 @@ def _input_metadata(meta: ArtifactMetadata):
     schema = _schema()
     tensor = schema.TensorMetadataT()
     content = schema.ContentT()
-    height, width = (meta.input_shape[1:3] if meta.layout == "NHWC" else meta.input_shape[2:4])
+    height, width = InputForm.of(meta).image_size(meta.input_shape)
     if meta.layout == "NHWC":
         tensor.name = "image"
         properties = schema.ImagePropertiesT()

@@ -164,7 +164,7 @@ def verify(artifact_path: str | Path, model: Any, *, weights: str | Path | None 
         return structural_report(rt, shape, precision)
     if len(shape) != 4:
         raise InputError(f"{artifact_path} takes a rank-{len(shape)} input; edgevit verifies image models")
-    nchw = (shape[0], shape[3], shape[1], shape[2]) if form.layout == "NHWC" else shape
+    nchw = form.model_shape(shape)
     checks = parity_inputs(nchw, num_inputs, seed)
     if image is not None:
         crop = meta.crop_pct if meta else 0.875

@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 
-from .errors import InputError, OutputPathError
-from .paths import ensure_writable_dir, publish, staged_path
 from .app_templates import ANDROID_README, IOS_README, KOTLIN, SWIFT
+from .errors import InputError, OutputPathError
+from .input_form import InputForm
+from .paths import ensure_writable_dir, publish, staged_path
 
 PLATFORMS = ("ios", "android")
 
@@ -84,7 +85,7 @@ def _require(condition: bool, message: str) -> None:
 
 
 def _summary(meta, runtime) -> dict[str, object]:
-    height, width = (runtime.inputs[0].shape[1:3] if meta.layout == "NHWC" else runtime.inputs[0].shape[2:4])
+    height, width = InputForm.of(meta, image_input=runtime.inputs[0].image).image_size(runtime.inputs[0].shape)
     return {
         "model": meta.model, "type": type_name(meta.model) + "Classifier", "precision": meta.precision,
         "input_name": runtime.inputs[0].name, "height": height, "width": width,

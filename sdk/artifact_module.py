@@ -19,8 +19,8 @@ class ArtifactModule(torch.nn.Module):
     """``model`` taking ``form``'s input (NHWC and/or 0-255 pixels), softmax on request.
 
     With ``fold_shape`` (the model's NCHW input shape), pixel normalization is folded into
-    the convolution that takes the image directly, when it pads nothing (then it is exact: every output reads
-    only real pixels): ``conv(W, p * s + t) = conv(W * s, p) + sum(W * t)``. The model is
+    the convolution that takes the image directly, when it pads nothing (then it is exact:
+    every output reads only real pixels): ``conv(W, p * s + t) = conv(W * s, p) + sum(W * t)``. The model is
     copied first; ``folded_into`` names the convolution (None: kept as a Mul and an Add).
     """
 
@@ -28,26 +28,24 @@ class ArtifactModule(torch.nn.Module):
                  fold_shape: tuple[int, ...] | None = None) -> None:
         super().__init__()
         self.channels_last = form.layout == "NHWC"
-        self.pixels = form.pixels
         self.softmax = softmax
         std = torch.tensor(form.std, dtype=torch.float64).reshape(1, -1, 1, 1)
         mean = torch.tensor(form.mean, dtype=torch.float64).reshape(1, -1, 1, 1)
         scale, shift = 1.0 / (255.0 * std), -mean / std  # (p / 255 - mean) / std = p * scale + shift
-        self.register_buffer("scale", scale.float())
-        self.register_buffer("shift", shift.float())
-        self.folded_into = None
-        if form.pixels and fold_shape is not None:
-            stem = _stem_convolution(model, fold_shape)
-            if stem is not None:
-                model = copy.deepcopy(model)
-                _fold_into(model.get_submodule(stem), scale, shift)
-                self.folded_into = stem
+        self.folded_into = _stem_convolution(model, fold_shape) if form.pixels and fold_shape is not None else None
+        if self.folded_into is not None:
+            model = copy.deepcopy(model)
+            _fold_into(model.get_submodule(self.folded_into), scale, shift)
+        self.normalizes = form.pixels and self.folded_into is None  # a Mul and an Add before the model
+        if self.normalizes:
+            self.register_buffer("scale", scale.float())
+            self.register_buffer("shift", shift.float())
         self.model = model
 
     def forward(self, x):
         if self.channels_last:
             x = x.permute(0, 3, 1, 2)
-        if self.pixels and self.folded_into is None:
+        if self.normalizes:
             x = x * self.scale + self.shift
         y = self.model(x)
         return y.softmax(dim=-1) if self.softmax else y

@@ -62,10 +62,10 @@ class InputForm:
         values = "RGB pixels 0-255 (mean/std inside the model)" if self.pixels else "normalized tensor"
         return f"{self.layout}, {values}"
 
-    def shape(self, nchw: Sequence[int | None]) -> tuple[int | None, ...]:
-        """The artifact's input shape for the model's NCHW shape."""
-        nchw = tuple(nchw)
-        return (nchw[0], nchw[2], nchw[3], nchw[1]) if self.layout == "NHWC" else nchw
+    def model_shape(self, shape: Sequence[int | None]) -> tuple[int | None, ...]:
+        """The model's NCHW shape for the artifact's input ``shape``."""
+        shape = tuple(shape)
+        return (shape[0], shape[3], shape[1], shape[2]) if self.layout == "NHWC" else shape
 
     def image_size(self, shape: Sequence[int | None]) -> tuple[int, int]:
         """(height, width) of an image input of ``shape`` (an InputError unless rank 4, fixed size)."""

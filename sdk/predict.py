@@ -10,7 +10,7 @@ import numpy as np
 from .errors import InputError
 
 
-def read_input(path: Path, runtime, resize: str = "crop") -> np.ndarray:
+def _read_input(path: Path, runtime, resize: str = "crop") -> np.ndarray:
     """``path`` (an image, or a .npy array) as ``runtime``'s first input: an image is resized
     (``resize``: "crop" or "stretch", see :func:`edgevit.preprocess.load_pixels`) and put in the
     artifact's input form (layout, pixels or normalized) that its metadata records."""
@@ -48,7 +48,7 @@ def predict(artifact: str | Path, input_path: str | Path, *, top_k: int = 5, lab
     if top_k < 1:
         raise InputError("--top-k must be at least 1")
     rt = load(artifact, runtime=runtime, threads=threads, integrity_check=integrity_check)
-    x = read_input(Path(input_path), rt, resize)
+    x = _read_input(Path(input_path), rt, resize)
     scores = np.asarray(rt.run(x), dtype=np.float64).reshape(x.shape[0], -1)[0]
     meta = rt.metadata
     probs = scores if meta is not None and meta.output_kind == "probabilities" else softmax(scores)

@@ -21,14 +21,15 @@ from .conftest import APP_MODELS as MODELS
 from .conftest import LABELS, SMALL
 
 
-def mediapipe_top5(path: Path, image: Path) -> list[tuple[int, str, float]]:
-    """(index, name, score) of MediaPipe's top 5 (score threshold off: it drops negative logits by default)."""
+def mediapipe_classify(path: Path, image: Path, max_results: int | None = 5) -> list[tuple[int, str, float]]:
+    """(index, name, score) of MediaPipe's top classes (None: all), best first; score
+    threshold off (it drops negative logits by default)."""
     import mediapipe as mp
     from mediapipe.tasks.python import vision
     from mediapipe.tasks.python.core.base_options import BaseOptions
 
     options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(path)),
-                                            max_results=5, score_threshold=-1e30)
+                                            max_results=max_results, score_threshold=-1e30)
     with vision.ImageClassifier.create_from_options(options) as classifier:
         result = classifier.classify(mp.Image.create_from_file(str(image)))
     return [(c.index, c.category_name, c.score) for c in result.classifications[0].categories]
@@ -38,7 +39,7 @@ def mediapipe_top5(path: Path, image: Path) -> list[tuple[int, str, float]]:
 @pytest.mark.parametrize("model", MODELS)
 def test_mediapipe_classifier_agrees_with_predict(app_artifacts, photo_png, model, precision):
     path = app_artifacts[(model, "tflite", precision)]
-    got = mediapipe_top5(path, photo_png)
+    got = mediapipe_classify(path, photo_png)
     want = predict(path, photo_png, top_k=5, resize="stretch")["top"]
     assert [name for _, name, _ in got] == [row["label"] for row in want]
     assert [index for index, _, _ in got] == [row["class"] for row in want]
@@ -51,7 +52,7 @@ def test_mediapipe_reads_the_packed_label_file(app_artifacts, photo_png, tmp_pat
     with zipfile.ZipFile(path) as archive:
         assert archive.namelist() == ["labels.txt"]
         assert archive.read("labels.txt").decode("utf-8").splitlines() == LABELS
-    names = {index: name for index, name, _ in mediapipe_top5(path, photo_png)}
+    names = {index: name for index, name, _ in mediapipe_classify(path, photo_png)}
     assert all(name == LABELS[index] for index, name in names.items())
     # the same flatbuffer with other names in its packed file: MediaPipe shows those names
     with zipfile.ZipFile(path) as archive:
@@ -60,7 +61,7 @@ def test_mediapipe_reads_the_packed_label_file(app_artifacts, photo_png, tmp_pat
     renamed.write_bytes(flatbuffer)
     with zipfile.ZipFile(renamed, "a") as archive:
         archive.writestr("labels.txt", "\n".join(name.upper() for name in LABELS) + "\n")
-    assert {i: n for i, n, _ in mediapipe_top5(renamed, photo_png)} == {i: n.upper() for i, n in names.items()}
+    assert {i: n for i, n, _ in mediapipe_classify(renamed, photo_png)} == {i: n.upper() for i, n in names.items()}
 
 
 def test_mediapipe_preprocessing_is_predicts_stretch(tmp_path, photo):
@@ -80,17 +81,9 @@ def test_mediapipe_preprocessing_is_predicts_stretch(tmp_path, photo):
     result = edgevit.export(Pixels(), "tflite", tmp_path, labels=[str(i) for i in range(count)], reparam=False)
     source = tmp_path / "photo.png"
     Image.open(photo).convert("RGB").crop((3, 5, 600, 411)).save(source)  # odd size: real resampling
-    import mediapipe as mp
-    from mediapipe.tasks.python import vision
-    from mediapipe.tasks.python.core.base_options import BaseOptions
-
-    options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(result.path)),
-                                            score_threshold=-1e30)
-    with vision.ImageClassifier.create_from_options(options) as classifier:
-        categories = classifier.classify(mp.Image.create_from_file(str(source))).classifications[0].categories
     normalized = np.zeros(count, np.float64)
-    for c in categories:
-        normalized[c.index] = c.score
+    for index, _, score in mediapipe_classify(result.path, source, max_results=None):
+        normalized[index] = score
     mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
     seen = normalized.reshape(24, 40, 3) * std * 255 + mean * 255  # back to pixel values
     ours = load_pixels(source, (24, 40), resize="stretch")[0].transpose(1, 2, 0)
@@ -170,7 +163,7 @@ def test_with_softmax_outputs_probabilities_that_mediapipe_reports(tmp_path, pho
     mine = predict(result.path, photo_png, top_k=5, resize="stretch")["top"]
     assert abs(sum(edgevit.load(result.path).run(np.zeros((1, SMALL, SMALL, 3), np.float32))[0]) - 1) < 1e-5
     assert all(row["score"] == row["probability"] for row in mine)
-    got = mediapipe_top5(result.path, photo_png)
+    got = mediapipe_classify(result.path, photo_png)
     assert [name for _, name, _ in got] == [row["label"] for row in mine]
     np.testing.assert_allclose([s for _, _, s in got], [row["score"] for row in mine], rtol=0, atol=1e-6)
 

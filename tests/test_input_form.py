@@ -20,7 +20,7 @@ def test_forms_convert_normalized_and_pixel_batches():
     assert normalized.shape == (2, 3, 5, 7) and abs(normalized.mean()) < 2
     np.testing.assert_allclose(app.from_normalized(normalized), pixels.transpose(0, 2, 3, 1), atol=2e-4)
     np.testing.assert_array_equal(app.from_pixels(pixels), pixels.transpose(0, 2, 3, 1))
-    assert app.shape((1, 3, 224, 256)) == (1, 224, 256, 3) and app.image_size((1, 224, 256, 3)) == (224, 256)
+    assert app.model_shape((1, 224, 256, 3)) == (1, 3, 224, 256) and app.image_size((1, 224, 256, 3)) == (224, 256)
     assert plain.image_size((1, 3, 224, 256)) == (224, 256)
     with pytest.raises(InputError, match="not an image"):
         plain.image_size((1, 10))
