@@ -21,7 +21,7 @@ TARGETS: dict[str, tuple[str, str]] = {
     "coreml": ("edgevit.exporters.coreml", ".mlpackage"),
     "tflite": ("edgevit.exporters.tflite", ".tflite"),
 }
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 @dataclass

@@ -4,15 +4,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from edgevit import native_onnx
 from edgevit.errors import EdgeVitError, ExportError, first_line
 from edgevit.metadata import METADATA_KEY, ArtifactMetadata
 from edgevit.optional import require
+from edgevit.quantization import Int8Plan
 from edgevit.quiet import quiet_converters
 
 from . import ExportRequest
 
 DEFAULT_OPSET = 20  # 18 is the minimum; 20 (native Gelu) runs faster in ONNX Runtime
+INT8_MODES = ("full",)  # int8 weights and activations (static QDQ)
+# What int8 quantizes (docs/int8.md has the measurements): the layers holding weights, i.e.
+# Conv and the MatMul/Gemm of a Linear. LayerNorm, Softmax, Gelu, the residual Adds, XCA's
+# ReduceL2/Div and the activation-by-activation MatMuls of attention stay float.
+INT8_OP_TYPES = ("Conv", "MatMul", "Gemm")
+INT8_FLOAT_BY_DEFAULT = ("LayerNormalization", "Softmax", "Gelu", "Add (residual, bias)", "Mul",
+                         "ReduceL2/Div (XCA's L2 norm and temperature)", "MatMul of two activations (attention)")
 
 
 def _imports():
@@ -29,8 +39,8 @@ def check_dependencies() -> None:
 def convert(request: ExportRequest, dest: Path) -> None:
     """Export ``request`` to an ONNX file at ``dest`` (constants folded, dead nodes removed)."""
     torch, onnx = _imports()
-    if request.precision != "fp32":
-        raise EdgeVitError("the ONNX exporter writes fp32 only; use --precision fp32 for ONNX")
+    if request.precision == "fp16":
+        raise EdgeVitError("the ONNX exporter writes fp32 or int8; use --precision fp32 or int8 for ONNX")
     opset = int(request.options.get("opset", DEFAULT_OPSET))
     if opset < 18:
         raise EdgeVitError(f"ONNX opset {opset} is too old: edgevit exports opset 18 or newer")
@@ -89,6 +99,86 @@ def clean_graph(model):
     model = onnxscript.optimizer.optimize(model)
     onnx.checker.check_model(model)
     return model
+
+
+def quantize(source: Path, dest: Path, plan: Int8Plan, request: ExportRequest) -> None:
+    """Static int8 QDQ of the fp32 model at ``source``: weights int8 per channel, symmetric;
+    activations uint8 per tensor, asymmetric (onnxruntime's fast U8S8 kernels on x86), ranges
+    from min/max over the calibration samples; the layers named in ``plan.keep_float`` stay float."""
+    _, onnx = _imports()
+    quantization = require("onnxruntime.quantization", "to quantize ONNX to int8")
+    model = onnx.load(str(source))
+    excluded = _int8_exclusions(model, set(plan.keep_float))
+
+    class Reader(quantization.CalibrationDataReader):
+        def __init__(self) -> None:
+            self.samples = iter(plan.calibration)
+
+        def get_next(self):
+            x = next(self.samples, None)
+            return None if x is None else {request.input_name: x[None]}
+
+    try:
+        with quiet_converters():
+            quantization.quantize_static(
+                str(source), str(dest), Reader(), quant_format=quantization.QuantFormat.QDQ,
+                op_types_to_quantize=list(INT8_OP_TYPES), nodes_to_exclude=sorted(excluded), per_channel=True,
+                activation_type=quantization.QuantType.QUInt8, weight_type=quantization.QuantType.QInt8,
+                calibrate_method=quantization.CalibrationMethod.MinMax,
+                extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
+            )
+    except Exception as exc:
+        raise ExportError(f"onnxruntime could not quantize {source.name}: {first_line(exc)}") from None
+    quantized = onnx.load(str(dest))
+    del quantized.graph.value_info[:]  # shape annotations the runtime infers anyway: 3% of an int8 model
+    _store_tables_in_int8(quantized, onnx)
+    onnx.save_model(quantized, str(dest))
+
+
+_TABLE_ELEMENTS = 4096  # float constants this large that feed float ops (position tables) go int8
+
+
+def _store_tables_in_int8(model, onnx) -> None:
+    """Large float constants left float because their consumer is (an Add of a position
+    table, say) are stored int8, symmetric per tensor, with a DequantizeLinear in front."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    dequantized = {node.input[0] for node in graph.node if node.op_type == "DequantizeLinear"}
+    nodes = []
+    for init in graph.initializer:
+        if init.data_type != onnx.TensorProto.FLOAT or init.name in dequantized:
+            continue
+        table = numpy_helper.to_array(init)
+        if table.size < _TABLE_ELEMENTS or not np.all(np.isfinite(table)):
+            continue
+        name = init.name
+        scale = np.float32(max(float(np.abs(table).max()), 1e-12) / 127)
+        stored = np.clip(np.rint(table / scale), -127, 127).astype(np.int8)
+        init.CopyFrom(numpy_helper.from_array(stored, f"{name}_int8"))
+        graph.initializer.append(numpy_helper.from_array(np.array(scale, np.float32), f"{name}_int8_scale"))
+        nodes.append(onnx.helper.make_node("DequantizeLinear", [f"{name}_int8", f"{name}_int8_scale"], [name]))
+    for node in reversed(nodes):
+        graph.node.insert(0, node)
+
+
+def _int8_exclusions(model, keep_float: set[str]) -> set[str]:
+    """Nodes left float: MatMuls of two activations (attention), and the layers in
+    ``keep_float`` (torch.export node names: torch.onnx names the layer's output value and
+    node after them; the value is its Conv/Gemm's, or its bias Add's with the MatMul feeding it)."""
+    weights = {init.name for init in model.graph.initializer}
+    producer = {out: node for node in model.graph.node for out in node.output}
+    excluded = {node.name for node in model.graph.node
+                if node.op_type == "MatMul" and not any(name in weights for name in node.input)}
+    by_name = {node.name: node for node in model.graph.node}
+    for name in keep_float:
+        node = producer.get(name) or by_name.get(f"node_{name}")  # a graph output is renamed; its node is not
+        if node is None:
+            continue
+        excluded.add(node.name)
+        excluded.update(producer[i].name for i in node.input if i in producer
+                        and producer[i].op_type in INT8_OP_TYPES)
+    return excluded
 
 
 def write_metadata(path: Path, metadata: ArtifactMetadata) -> None:

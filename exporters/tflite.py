@@ -9,9 +9,19 @@ import numpy as np
 from edgevit.errors import ExportError, first_line
 from edgevit.metadata import METADATA_KEY, ArtifactMetadata
 from edgevit.optional import require
+from edgevit.quantization import Int8Plan
 from edgevit.quiet import quiet_converters
 
 from . import ExportRequest
+
+INT8_MODES = ("full", "weights")  # static int8 (weights and activations), or dynamic range (weights)
+# Only the layers holding weights are quantized (docs/int8.md has the measurements): the
+# stock all-ops recipe ran 2.25x slower than fp32 on edgenext (XNNPACK leaves int8 LayerNorm
+# pieces, GELU, SOFTMAX and DIV to slow reference kernels) and its int8 DIV in XCA's L2 norm
+# fails at run time.
+INT8_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")
+INT8_FLOAT_BY_DEFAULT = ("LayerNorm (MEAN, SQUARED_DIFFERENCE, RSQRT)", "SOFTMAX", "GELU", "ADD (residual)", "MUL",
+                         "DIV/SQRT (XCA's L2 norm and temperature)", "BATCH_MATMUL (attention)")
 
 
 def _import_litert_torch():
@@ -59,21 +69,107 @@ def _cast_weights_to_fp16(path: Path) -> None:
     path.write_bytes(data)
 
 
+def quantize(source: Path, dest: Path, plan: Int8Plan, request: ExportRequest) -> None:
+    """int8 through ai-edge-quantizer: ``full`` is static int8 (weights per channel,
+    symmetric; activations per tensor from the calibration samples) on the weight layers,
+    float input and output unless ``plan.int8_io``; ``weights`` is dynamic range (int8
+    weights, activations quantized on the fly). ``plan.keep_float`` layers stay float."""
+    require("ai_edge_quantizer", "to quantize TFLite to int8")
+    from ai_edge_quantizer import qtyping, quantizer
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+
+    ops = qtyping.TFLOperationName
+    named = dest.with_name("named-" + source.name)
+    outputs = _name_output_layers(source, named)
+    try:
+        with quiet_converters():
+            q = quantizer.Quantizer(str(named))
+            for op in INT8_OPS + (("INPUT", "OUTPUT") if plan.int8_io else ()):
+                if plan.mode == "full":
+                    q.add_static_config(regex=".*", operation_name=getattr(ops, op), activation_num_bits=8,
+                                        weight_num_bits=8,
+                                        weight_granularity=qtyping.QuantGranularity.CHANNELWISE)
+                else:
+                    q.add_dynamic_config(regex=".*", operation_name=getattr(ops, op), num_bits=8)
+            for regex in _float_scopes(source) + _layer_scopes(request, plan.keep_float):
+                q.update_quantization_recipe(regex=regex, operation_name=ops.ALL_SUPPORTED,
+                                             algorithm_key=AlgorithmName.NO_QUANTIZE)
+            calibration = None
+            if plan.mode == "full":
+                key, argument = _signature(source)
+                calibration = q.calibrate({key: [{argument: x[None]} for x in plan.calibration]}, num_threads=1)
+            data = bytes(q.quantize(calibration, enable_progress_report=False).quantized_model)
+    except Exception as exc:
+        raise ExportError(f"ai-edge-quantizer could not quantize {source.name}: {first_line(exc)}") from None
+    finally:
+        named.unlink(missing_ok=True)
+    dest.write_bytes(_short_tensor_names(data, outputs))
+
+
+def _signature(path: Path) -> tuple[str, str]:
+    """(signature key, input argument name) of a converted model."""
+    from edgevit.runtimes.litert import find_interpreter
+
+    interpreter = find_interpreter()[0](model_path=str(path))
+    key, signature = next(iter(interpreter.get_signature_list().items()))
+    return key, signature["inputs"][0]
+
+
+def _float_scopes(path: Path) -> list[str]:
+    """Weight layers whose input is a constant (the converter folded it, e.g. EdgeNeXt's
+    Fourier position features): quantizing their input as a weight breaks the model."""
+    import re
+
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(path.read_bytes(), 0))
+    graph = model.subgraphs[0]
+    codes = {getattr(schema.BuiltinOperator, name) for name in INT8_OPS}
+    scopes = []
+    for op in graph.operators:
+        code = model.operatorCodes[op.opcodeIndex]
+        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+        first = graph.tensors[op.inputs[0]]
+        if builtin in codes and model.buffers[first.buffer].data is not None:
+            name = graph.tensors[op.outputs[0]].name
+            scopes.append(re.escape(name.decode() if isinstance(name, bytes) else name) + ";")
+    return scopes
+
+
+def _layer_scopes(request: ExportRequest, names: tuple[str, ...]) -> list[str]:
+    """Regexes for the ops of the layers ``names`` (torch.export node names): litert-torch
+    names an op's outputs after its module path, ``<class>_<attribute>`` per level (module
+    lists leave no level of their own), then ``;k``."""
+    import re
+
+    from edgevit.sensitivity import weight_layers
+    from torch import nn
+
+    if not names:
+        return []
+    paths = weight_layers(request.program)
+    scopes = []
+    for name in names:
+        module, parts = request.model, [f"{type(request.model).__module__}.{type(request.model).__qualname__}"]
+        for attribute in paths[name].split("."):
+            child = getattr(module, attribute) if not attribute.isdigit() else module[int(attribute)]
+            if not isinstance(child, nn.ModuleList):
+                parts.append(f"{type(child).__module__}.{type(child).__qualname__}_{attribute}")
+            module = child
+        scopes.append(re.escape("/".join(parts)) + ";")
+    return scopes
+
+
 def write_metadata(path: Path, metadata: ArtifactMetadata) -> None:
     """Store ``metadata`` in the model's ``metadata`` table under the name ``edgevit``, beside
     the standard TFLite Model Metadata (``TFLITE_METADATA``) and its packed label file."""
-    import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
     from edgevit.runtimes.tflite_format import STANDARD_METADATA_KEY
 
     from .tflite_metadata import append_files, associated_files, standard_metadata
 
     raw = path.read_bytes()
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(raw, 0))
-    for buf in model.buffers:  # pull buffers stored after the flatbuffer (offset/size) inline
-        if buf.offset and buf.offset > 1:
-            buf.data = np.frombuffer(raw[buf.offset: buf.offset + buf.size], dtype=np.uint8)
-            buf.offset, buf.size = 0, 0
+    model = _unpack(raw)
     payloads = {METADATA_KEY: metadata.to_json().encode("utf-8"), STANDARD_METADATA_KEY: standard_metadata(metadata)}
     entries = [m for m in (model.metadata or [])
                if (m.name.decode() if isinstance(m.name, bytes) else m.name) not in payloads]
@@ -86,8 +182,60 @@ def write_metadata(path: Path, metadata: ArtifactMetadata) -> None:
         entry.buffer = len(model.buffers) - 1
         entries.append(entry)
     model.metadata = entries
-    builder = flatbuffers.Builder(len(raw) + 4096)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     tmp = path.with_name(path.name + ".meta-tmp")
-    tmp.write_bytes(append_files(bytes(builder.Output()), associated_files(metadata)))
+    tmp.write_bytes(append_files(_pack(model, len(raw)), associated_files(metadata)))
     os.replace(tmp, path)
+
+
+def _unpack(raw: bytes):
+    """The model as schema objects, with buffers stored after the flatbuffer pulled inline."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(raw, 0))
+    for buf in model.buffers:
+        if buf.offset and buf.offset > 1:
+            buf.data = np.frombuffer(raw[buf.offset: buf.offset + buf.size], dtype=np.uint8)
+            buf.offset, buf.size = 0, 0
+    return model
+
+
+def _pack(model, size_hint: int) -> bytes:
+    import flatbuffers
+
+    builder = flatbuffers.Builder(size_hint + 4096)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _name_output_layers(source: Path, dest: Path) -> list[str]:
+    """Copy ``source`` to ``dest`` with each graph output made by a weight layer named after
+    that layer's weight (``...Linear_head;out``), so that the layer can be addressed by its
+    scope like every other; return the graph output names, to be given back afterwards."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    raw = source.read_bytes()
+    model = _unpack(raw)
+    graph = model.subgraphs[0]
+    names = [graph.tensors[i].name for i in graph.outputs]
+    codes = {getattr(schema.BuiltinOperator, name) for name in INT8_OPS}
+    for op in graph.operators:
+        code = model.operatorCodes[op.opcodeIndex]
+        if max(code.builtinCode, code.deprecatedBuiltinCode) in codes and op.outputs[0] in graph.outputs \
+                and len(op.inputs) > 1:
+            weight = graph.tensors[op.inputs[1]].name
+            graph.tensors[op.outputs[0]].name = (weight.decode() if isinstance(weight, bytes) else weight) + "out"
+    dest.write_bytes(_pack(model, len(raw)))
+    return [n.decode() if isinstance(n, bytes) else n for n in names]
+
+
+def _short_tensor_names(raw: bytes, outputs: list[str]) -> bytes:
+    """Inner tensors renamed ``t<index>``: litert-torch names them after their module path
+    (150 bytes each, a fifth of an int8 model); inputs keep theirs, outputs get ``outputs``."""
+    model = _unpack(raw)
+    graph = model.subgraphs[0]
+    for index, tensor in enumerate(graph.tensors):
+        if index not in graph.inputs:
+            tensor.name = f"t{index}"
+    for index, name in zip(graph.outputs, outputs):
+        graph.tensors[index].name = name
+    return _pack(model, len(raw))

@@ -6,7 +6,6 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-
 from edgevit.errors import ArtifactError, MissingDependencyError, first_line
 from edgevit.metadata import METADATA_KEY
 from edgevit.quiet import quiet_converters
@@ -81,10 +80,23 @@ class LiteRtRuntime(Runtime):
     def describe(self) -> str:
         return f"{self.package} {_version(self.package)} (CPU)"
 
+    def check_input(self, x):
+        """Float input for an int8-input model (``--int8-io``) is quantized with the
+        tensor's own scale and zero point, as an app would; integer input goes as it is."""
+        scale, zero = self._input.get("quantization", (0.0, 0))
+        if scale and isinstance(x, np.ndarray) and x.dtype == np.float32 and np.isfinite(x).all():
+            info = np.iinfo(np.dtype(self.inputs[0].dtype))
+            x = np.clip(np.rint(x / scale) + zero, info.min, info.max).astype(info.dtype)
+        return super().check_input(x)
+
     def _run(self, x: np.ndarray) -> np.ndarray:
         self.interpreter.set_tensor(self._input["index"], x)
         self.interpreter.invoke()
-        return self.interpreter.get_tensor(self._output["index"]).copy()
+        out = self.interpreter.get_tensor(self._output["index"]).copy()
+        scale, zero = self._output.get("quantization", (0.0, 0))
+        if scale and np.issubdtype(out.dtype, np.integer):  # an int8 output: dequantized, as an app would
+            out = (out.astype(np.float32) - zero) * np.float32(scale)
+        return out
 
     def op_census(self) -> dict[str, int]:
         try:

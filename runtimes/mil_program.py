@@ -2,7 +2,9 @@
 
 Weight blobs live in the package's ``weights/weight.bin``: at each referenced offset a
 64-byte record (sentinel 0xDEADBEEF, data type, size, data offset) points at the raw
-little-endian data; the value's declared tensor type gives the dtype and shape.
+little-endian data; the value's declared tensor type gives the dtype and shape. Sub-byte
+integers (int4, uint1..uint6: compressed weights) are packed least significant bit first,
+in blobs and in immediate bytes alike, and are read unpacked, one int8/uint8 per element.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ _NUMPY_DTYPES = {
     21: np.int8, 22: np.int16, 23: np.int32, 24: np.int64,
     31: np.uint8, 32: np.uint16, 33: np.uint32, 34: np.uint64,
 }
+# sub-byte MIL DataType -> (numpy dtype it unpacks to, bits per element)
+_SUB_BYTE = {
+    25: (np.int8, 4), 35: (np.uint8, 4), 36: (np.uint8, 2), 37: (np.uint8, 1), 38: (np.uint8, 6), 39: (np.uint8, 3),
+}
 _STRING = 2
 _SENTINEL = 0xDEADBEEF
 
@@ -42,17 +48,44 @@ class Operation:
 
 
 def tensor_dtype(value_type) -> Any:
-    """numpy dtype of a tensor ValueType (``str`` for strings). Valid types edgevit does not
-    read (lists, dictionaries, sub-byte or 8-bit float weights) are UnsupportedOperationError."""
+    """numpy dtype of a tensor ValueType (``str`` for strings; int8/uint8 for the sub-byte
+    integers). Valid types edgevit does not read (lists, dictionaries, 8-bit floats,
+    bfloat16) are UnsupportedOperationError."""
     kind = value_type.WhichOneof("type")
     if kind != "tensorType":
         raise UnsupportedOperationError(f"a {kind} value")
     tensor = value_type.tensorType
     if tensor.dataType == _STRING:
         return str
+    if tensor.dataType in _SUB_BYTE:
+        return _SUB_BYTE[tensor.dataType][0]
     if tensor.dataType not in _NUMPY_DTYPES:
         raise UnsupportedOperationError(f"a tensor of MIL data type {tensor.dataType}")
     return _NUMPY_DTYPES[tensor.dataType]
+
+
+def _bits(value_type) -> int | None:
+    """Bits per element of a sub-byte tensor type (None for the others)."""
+    sub_byte = _SUB_BYTE.get(value_type.tensorType.dataType)
+    return sub_byte[1] if sub_byte else None
+
+
+def packed_size(count: int, bits: int) -> int:
+    """Bytes that ``count`` elements of ``bits`` bits take, packed."""
+    return (count * bits + 7) // 8
+
+
+def unpack_bits(packed: np.ndarray, bits: int, count: int, dtype=np.uint8) -> np.ndarray:
+    """The first ``count`` ``bits``-wide integers (1..8 bits) packed in the uint8 array
+    ``packed``, least significant bit first (an element may straddle two bytes), as uint8,
+    or as two's complement for ``dtype`` int8."""
+    if packed.size < packed_size(count, bits):
+        raise ValueError(f"{packed.size} bytes hold fewer than {count} {bits}-bit values")
+    stream = np.unpackbits(packed[:packed_size(count, bits)], bitorder="little")[:count * bits]
+    values = np.packbits(stream.reshape(count, bits), axis=-1, bitorder="little").reshape(count)
+    if np.dtype(dtype) != np.int8:
+        return values
+    return (values << (8 - bits)).view(np.int8) >> (8 - bits)  # sign-extend
 
 
 def _shape(value_type) -> tuple[int, ...]:
@@ -101,13 +134,20 @@ class WeightFile:
                                 f"(blob at {offset})")
         return data, start, size
 
-    def read(self, file_name: str, offset: int, dtype, shape: tuple[int, ...]) -> np.ndarray:
-        """The blob as an array of ``dtype`` and ``shape`` (no copy)."""
+    def read(self, file_name: str, offset: int, dtype, shape: tuple[int, ...], bits: int | None = None
+             ) -> np.ndarray:
+        """The blob as an array of ``dtype`` and ``shape`` (no copy), or unpacked from
+        ``bits``-bit elements (int4, uint1..uint6)."""
         data, start, size = self.blob(file_name, offset)
         count = math.prod(shape)
-        if count * np.dtype(dtype).itemsize > size:
+        need = packed_size(count, bits) if bits else count * np.dtype(dtype).itemsize
+        if need > size:
+            kind = np.dtype(dtype).name.replace("8", str(bits)) if bits else np.dtype(dtype).name
             raise ArtifactError(f"{self.package}: blob at {offset} holds {size} bytes, "
-                                f"fewer than a {np.dtype(dtype).name} tensor of shape {shape}")
+                                f"fewer than a {kind} tensor of shape {shape}")
+        if bits:
+            packed = np.frombuffer(data, dtype=np.uint8, count=need, offset=start)
+            return unpack_bits(packed, bits, count, dtype).reshape(shape)
         return np.frombuffer(data, dtype=dtype, count=count, offset=start).reshape(shape)
 
 
@@ -138,15 +178,19 @@ def decode_value(value, weights: WeightFile) -> Any:
         return _decode_list(value, weights)
     dtype = tensor_dtype(value.type)
     shape = _shape(value.type)
+    bits = _bits(value.type)
     kind = value.WhichOneof("value")
     if kind == "blobFileValue":
-        return weights.read(value.blobFileValue.fileName, value.blobFileValue.offset, dtype, shape)
+        return weights.read(value.blobFileValue.fileName, value.blobFileValue.offset, dtype, shape, bits)
     tensor = value.immediateValue.tensor
     field = tensor.WhichOneof("value")
     if dtype is str:
         strings = list(tensor.strings.values)
         return strings[0] if not shape else np.array(strings).reshape(shape)
-    if field == "bytes":
+    if bits:
+        packed = np.frombuffer(tensor.bytes.values, dtype=np.uint8)
+        array = unpack_bits(packed, bits, math.prod(shape), dtype)
+    elif field == "bytes":
         array = np.frombuffer(tensor.bytes.values, dtype=dtype)
     elif field is None:
         array = np.zeros(0, dtype=dtype)
@@ -166,6 +210,9 @@ def _operation(op, weights: WeightFile) -> Operation:
               for arg in binding.arguments]
         for key, binding in op.inputs.items()
     }
+    if op.type.startswith("constexpr_"):  # up to iOS17 a constexpr op's parameters are attributes
+        inputs.update((key, [("const", value)]) for key, value in attributes.items())
+        attributes = {}
     output_dtypes = [tensor_dtype(o.type) if o.type.WhichOneof("type") == "tensorType" else None for o in op.outputs]
     return Operation(op.type, str(name), inputs, [o.name for o in op.outputs], output_dtypes, attributes)
 

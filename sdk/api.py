@@ -67,6 +67,10 @@ def export(model_or_name: Any, target: str = "onnx", output: str | Path = "edgev
     ``with_softmax``, ``labels``, ``image``, ``num_inputs``, ``seed``, ``progress`` and exporter ``options`` (``opset``,
     ``deployment_target``, ``native_ops``: ONNX with the attention as ``ai.edgevit`` nodes,
     run by edgevit's ONNX Runtime loader with the C++ kernels).
+    ``precision="int8"`` takes ``calibration`` (``"digits"``, an image folder, an ``.npz``,
+    an array or a mapping with ``images`` and ``labels``), ``eval_data``, ``max_drop``,
+    ``calibration_samples``, ``eval_samples``, ``int8_mode`` and ``int8_io``; a model the
+    guard cannot bring within ``max_drop`` raises :class:`ParityError` and writes nothing.
     """
     from .pipeline import export_model
 
@@ -77,7 +81,9 @@ def export(model_or_name: Any, target: str = "onnx", output: str | Path = "edgev
                            precision=precision, verify=verify, reparam=reparam, **options)
     failed = [r for r in results if not r.written]
     if failed:
-        names = ", ".join(f"{r.target} (max abs err {r.parity.max_abs_err:.3g})" for r in failed if r.parity)
+        names = ", ".join(f"{r.target} (top-1 drop {r.guard.final.drop:.2f} points > {r.guard.max_drop:g})"
+                          if r.guard else f"{r.target} (max abs err {r.parity.max_abs_err:.3g})"
+                          for r in failed if r.parity or r.guard)
         raise ParityError(f"parity check failed, nothing written for: {names}", report=results)
     return results if target == "all" else results[0]
 

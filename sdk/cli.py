@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any, List, Optional
 
 import typer
-from rich.text import Text
-
 from edgevit.errors import printable
+from rich.text import Text
 
 app = typer.Typer(
     name="edgevit",
@@ -167,8 +166,32 @@ def _parity_table(report) -> None:
     for r in report.rows:
         table.add_row(r.input, f"{r.max_abs_err:.3g}", f"{r.mean_abs_err:.3g}", str(tuple(r.worst_index)),
                       f"{r.worst_ref:.5g}", f"{r.worst_got:.5g}", f"{r.top1_ref}/{r.top1_got}",
+                      Text("info") if report.verdict is not None else
                       Text("pass", style="green") if r.passed else Text("FAIL", style="red"))
     console.print(table)
+    if report.note:
+        console.print(report.note)
+
+
+def _guard_table(guard) -> None:
+    from rich.table import Table
+
+    console = _console()
+    basis = "accuracy" if guard.fp32_accuracy is not None else "agreement"
+    title = (f"int8 accuracy guard: {guard.target}, {guard.mode}, {guard.held_out['count']} held-out samples, "
+             f"budget {guard.max_drop:g} points of top-1 {basis}"
+             + (f", fp32 accuracy {guard.fp32_accuracy:.4f}" if guard.fp32_accuracy is not None else ""))
+    table = Table(title=title)
+    for col in ("layers in float", "top-1 agreement", "accuracy", "SNR dB", "drop (points)", "result"):
+        table.add_column(col)
+    for trial in guard.trials:
+        table.add_row(str(len(trial.kept)), f"{trial.agreement:.4f}",
+                      "-" if trial.accuracy is None else f"{trial.accuracy:.4f}", f"{trial.snr_db:.1f}",
+                      f"{trial.drop:.2f}", Text("within", style="green") if trial.passed else Text("over", style="red"))
+    console.print(table)
+    for kept in guard.kept:
+        console.print(printable(f"  kept float: {kept['layer']} ({kept['module']}, {kept['kind']}): {kept['reason']}"))
+    console.print(printable("  float by default: " + ", ".join(guard.float_by_default)))
 
 
 @app.command("export")
@@ -178,7 +201,18 @@ def export_command(
     output: Path = typer.Option(Path("edgevit_out"), "--output", "-o", help="Output directory (or file)."),
     weights: Optional[Path] = typer.Option(None, "--weights", "-w", help="Checkpoint: edgevit, official or timm layout."),
     image_size: Optional[int] = typer.Option(None, "--image-size", help="Input height and width (default: the model's)."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32 or fp16 (Core ML, TFLite)."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, fp16 (Core ML, TFLite) or int8."),
+    calibration: Optional[str] = typer.Option(
+        None, "--calibration", help="int8: calibration data: digits, an image folder or an .npz (images, labels)."),
+    eval_data: Optional[str] = typer.Option(
+        None, "--eval", help="int8: held-out data for the accuracy guard (default: the calibration data's rest)."),
+    max_drop: float = typer.Option(1.0, "--max-drop", help="int8: the most top-1 points the guard lets go."),
+    calibration_samples: int = typer.Option(64, "--calibration-samples", help="int8: samples calibrated on."),
+    eval_samples: int = typer.Option(256, "--eval-samples", help="int8: held-out samples the guard measures."),
+    int8_mode: Optional[str] = typer.Option(
+        None, "--int8-mode", help="int8 scheme: full (onnx, tflite default), weights (tflite; coreml default), "
+                                  "palettize (coreml)."),
+    int8_io: bool = typer.Option(False, "--int8-io", help="int8 TFLite: int8 input and output tensors (NPUs)."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Check parity with PyTorch (default on)."),
     reparam: bool = typer.Option(True, "--reparam/--no-reparam",
                                  help="Fold BatchNorm/RepBN/layer-scale before export (default on)."),
@@ -208,6 +242,8 @@ def export_command(
             model, target, output, weights=weights, image_size=image_size, precision=precision,
             verify=verify, reparam=reparam, dynamic_batch=dynamic_batch, image_input=image_input, layout=layout,
             with_softmax=with_softmax, labels=labels, image=image, num_inputs=num_inputs, options=options, progress=progress,
+            calibration=calibration, eval_data=eval_data, max_drop=max_drop, calibration_samples=calibration_samples,
+            eval_samples=eval_samples, int8_mode=int8_mode, int8_io=int8_io,
         )
     failed = [r for r in results if not r.written]
 
@@ -220,11 +256,16 @@ def export_command(
         for r in results:
             if r.parity is not None:
                 _parity_table(r.parity)
+            if r.guard is not None:
+                _guard_table(r.guard)
             if r.written:
                 checked = ("verified" if r.parity and r.parity.numerically_verified else
                            "structurally checked, not numerically verified" if r.parity else "not verified")
                 console.print(Text.assemble((r.target, "bold"), printable(
                     f": wrote {r.path} ({r.size_bytes / 1e6:.2f} MB, {r.seconds:.1f} s, {checked})")))
+            elif r.guard is not None and not r.guard.passed:
+                console.print(f"{r.target}: int8 lost more than {r.guard.max_drop:g} points of top-1 even with every "
+                              "ranked layer in float; nothing written", style="bold red")
             else:
                 console.print(f"{r.target}: parity check failed, nothing written", style="bold red")
 
@@ -388,6 +429,8 @@ def info_command(
                           f"{len(meta['labels']) if meta.get('labels') else 'none'}")
             fold = meta.get("reparam")
             console.print("re-parameterized: " + (f"{fold['folded']} folds, {fold['kept']} kept" if fold else "no"))
+            if meta.get("quantization"):
+                _print_quantization(console, meta["quantization"])
             if parity:
                 verified = "numerically" if parity.get("numerically_verified") else "structurally only"
                 console.print(f"parity at export: {parity['status']} ({verified}, backend {parity['backend']}, "
@@ -410,6 +453,25 @@ def info_command(
                       + ("" if ops or len(census) <= 8 else ", ... (--ops for all)"))
 
     _emit(info, human)
+
+
+def _print_quantization(console, q: dict) -> None:
+    """The int8 report stored in an artifact's metadata."""
+    calibration, held = q["calibration"], q.get("held_out") or {}
+    console.print(printable(f"int8 ({q['mode']}): guard {q['status']}, budget {q['max_drop']} points; calibration: "
+                            f"{calibration['name']}, {calibration['count']} samples (sha256 "
+                            f"{str(calibration.get('sha256', ''))[:16]}); held out: {held.get('name')}, "
+                            f"{held.get('count')} samples"))
+    measured = [f"top-1 agreement {q['top1_agreement']:.4f}" if q.get("top1_agreement") is not None else None,
+                f"held-out accuracy {q['accuracy']:.4f} (fp32 {q['fp32_accuracy']:.4f})"
+                if q.get("accuracy") is not None and q.get("fp32_accuracy") is not None else None,
+                f"SNR {q['snr_db']:.1f} dB" if isinstance(q.get("snr_db"), (int, float)) else None,
+                (f"size {q['size_bytes'] / 1e6:.2f} MB vs fp32 {q['fp32_size_bytes'] / 1e6:.2f} MB"
+                 f" ({q['fp32_size_bytes'] / max(q['size_bytes'], 1):.2f}x smaller)")]
+    console.print("  " + ", ".join(m for m in measured if m))
+    kept = q.get("kept_float") or []
+    console.print(printable("  kept float by the guard: " + (", ".join(
+        f"{k['layer']} ({k.get('module', '?')})" for k in kept) if kept else "none")))
 
 
 def _model_info(name: str, image_size: Optional[int]) -> None:
@@ -481,8 +543,7 @@ def bench_command(
     _emit(report.to_dict(), human)
 
 
-from . import cli_split  # noqa: E402,F401  (registers the ED-ViT commands: train, split)
-
+from . import cli_split  # noqa: F401  (registers the ED-ViT commands: train, split)
 
 # flags of the whole program, accepted before or after the command
 GLOBAL_FLAGS = ("--json", "--quiet", "-q", "--debug", "--version")

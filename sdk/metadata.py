@@ -41,6 +41,7 @@ class ArtifactMetadata:
     parity: dict[str, Any] | None = None
     reparam: dict[str, Any] | None = None  # fold summary when the model was re-parameterized
     integrity: dict[str, str] | None = None  # {"sha256": digest of the content (edgevit.integrity)}
+    quantization: dict[str, Any] | None = None  # int8: the accuracy guard's summary (edgevit.quantization)
     edgevit_version: str = __version__
 
     def to_json(self) -> str:
@@ -88,6 +89,15 @@ _PARITY: dict[str, Any] = {
     "top1_agreement": lambda v: v is None or _is_number(v),
 }
 _REPARAM: dict[str, Any] = {"folded": _is_count, "kept": _is_count}
+_QUANTIZATION: dict[str, Any] = {
+    "mode": lambda v: isinstance(v, str) and len(v) <= 32, "status": lambda v: v in ("passed", "failed"),
+    "max_drop": _is_number, "top1_agreement": lambda v: v is None or _is_number(v),
+    "accuracy": lambda v: v is None or _is_number(v), "fp32_accuracy": lambda v: v is None or _is_number(v),
+    "drop": lambda v: v is None or _is_number(v),
+    "calibration": lambda v: _fits(v, {"name": lambda n: isinstance(n, str), "count": _is_count}),
+    "kept_float": lambda v: isinstance(v, list) and all(_fits(k, {"layer": lambda n: isinstance(n, str)}) for k in v),
+    "size_bytes": _is_count, "fp32_size_bytes": _is_count,
+}
 
 # field -> (check, what it must be)
 _CHECKS: dict[str, tuple[Any, str]] = {
@@ -110,6 +120,7 @@ _CHECKS: dict[str, tuple[Any, str]] = {
                "a list of strings"),
     "parity": (lambda v: v is None or _fits(v, _PARITY), "null or an object with " + ", ".join(_PARITY)),
     "reparam": (lambda v: v is None or _fits(v, _REPARAM), "null or an object with " + ", ".join(_REPARAM)),
+    "quantization": (lambda v: v is None or _fits(v, _QUANTIZATION), "null or an object with " + ", ".join(_QUANTIZATION)),
     "integrity": (lambda v: v is None or (isinstance(v, dict) and isinstance(v.get("sha256"), str)
                                           and _HEX64.fullmatch(v["sha256"]) is not None),
                   'an object {"sha256": 64 hex digits}'),

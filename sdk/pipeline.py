@@ -9,14 +9,22 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .calibration import DEFAULT_CALIBRATION_SAMPLES, DEFAULT_EVAL_SAMPLES
 from .errors import EdgeVitError, ExportError, InputError, first_line
 from .input_form import InputForm, parse_layout
 from .integrity import PLACEHOLDER, seal
 from .metadata import ArtifactMetadata
 from .models.registry import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, get_spec
 from .optional import require
-from .paths import artifact_size, ensure_writable_dir, publish, staged_path
 from .parity import ParityReport, check_parity, parity_inputs, structural_report
+from .paths import artifact_size, ensure_writable_dir, publish, staged_path
+from .quantization import (
+    DEFAULT_MAX_DROP,
+    GuardReport,
+    Int8Job,
+    Int8Options,
+    quantize_artifact,
+)
 
 Progress = Callable[[str], None]
 
@@ -34,6 +42,7 @@ class ExportResult:
     parity: ParityReport | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     reparam: dict[str, Any] | None = None  # what re-parameterization folded (None: not applied)
+    guard: GuardReport | None = None  # int8: what the accuracy guard measured and kept in float
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -45,6 +54,7 @@ class ExportResult:
             "seconds": round(self.seconds, 2),
             "parity": self.parity.to_dict() if self.parity else None,
             "reparam": self.reparam,
+            "quantization": self.guard.to_dict() if self.guard else None,
         }
 
 
@@ -106,6 +116,13 @@ def export_model(
     output_name: str = "logits",
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    calibration: Any = None,
+    eval_data: Any = None,
+    max_drop: float = DEFAULT_MAX_DROP,
+    calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
+    eval_samples: int = DEFAULT_EVAL_SAMPLES,
+    int8_mode: str | None = None,
+    int8_io: bool = False,
 ) -> list[ExportResult]:
     """Export ``model`` (a registered name or an nn.Module) to one target or ``"all"``.
 
@@ -122,10 +139,23 @@ def export_model(
     the app form (NHWC pixels, what MediaPipe Tasks and the LiteRT task library load) and
     ONNX and Core ML the normalized NCHW tensor. ``with_softmax`` ends the model in a
     softmax, so the artifact outputs probabilities.
+
+    ``precision="int8"`` needs ``calibration`` data (``"digits"``, an image folder, an
+    ``.npz``, an array: :mod:`edgevit.calibration`); the accuracy guard
+    (:mod:`edgevit.quantization`) measures the artifact on ``eval_data`` (default: the
+    calibration data's samples after the first ``calibration_samples``) and keeps the most
+    sensitive layers in float until the top-1 drop is at most ``max_drop`` points, or writes
+    nothing. ``int8_mode`` picks the target's scheme (``full``, ``weights``, ``palettize``);
+    ``int8_io`` gives TFLite int8 input and output tensors.
     """
     torch = require("torch", "to export models")
 
-    from edgevit.exporters import PRECISIONS, ExportRequest, exporter_module, resolve_targets
+    from edgevit.exporters import (
+        PRECISIONS,
+        ExportRequest,
+        exporter_module,
+        resolve_targets,
+    )
     from edgevit.runtimes.loader import load
 
     from .artifact_module import artifact_module
@@ -142,6 +172,10 @@ def export_model(
         raise InputError("native attention ops (ai.edgevit nodes) are an ONNX export option: use --target onnx")
     for tgt in targets:  # a missing converter is reported before any long work starts
         exporter_module(tgt).check_dependencies()
+    int8 = Int8Options(calibration, eval_data, max_drop, calibration_samples, eval_samples, int8_mode, int8_io) \
+        if precision == "int8" else None
+    check_int8_options(int8, targets, calibration is not None or eval_data is not None or int8_io
+                       or int8_mode is not None)
     spec, module, name = _resolve_model(model, weights, say)
     shape = model_input_shape(module, spec, name, image_size, image)
     finals = {t: output_path(output, name, t, precision) for t in targets}
@@ -155,6 +189,7 @@ def export_model(
     if class_labels is not None and len(class_labels) != (classes := _num_classes(module, shape)):
         raise InputError(f"{len(class_labels)} labels given, but {name} has {classes} classes")
 
+    job = int8_job(int8, shape, mean, std, spec.crop_pct if spec else 0.875, class_labels, say) if int8 else None
     generator = torch.Generator().manual_seed(seed)
     example = torch.randn(*shape, generator=generator)
     checks = parity_inputs(shape, num_inputs, seed)
@@ -192,8 +227,47 @@ def export_model(
         reference = torch_reference(artifact_module(trained, form, with_softmax))
         form_checks = [(label, form.from_normalized(x)) for label, x in checks]
         results.append(_export_one(tgt, exporter, request, finals[tgt], spec, verify, form_checks, reference, load,
-                                   say, fold_summary))
+                                   say, fold_summary, job))
     return results
+
+
+def check_int8_options(int8: Int8Options | None, targets: Sequence[str], asked: bool) -> None:
+    """Refuse int8 options without int8, int8 without calibration data, and unknown modes."""
+    from edgevit.exporters import exporter_module
+
+    if int8 is None:
+        if asked:
+            raise InputError("--calibration, --eval, --int8-mode and --int8-io go with --precision int8")
+        return
+    if int8.calibration is None:
+        raise InputError("--precision int8 needs calibration data: --calibration digits|FOLDER|FILE.npz")
+    if not 0 <= int8.max_drop <= 100:
+        raise InputError(f"--max-drop is in points of top-1 (0 to 100), not {int8.max_drop}")
+    if int8.calibration_samples < 1 or int8.eval_samples < 1:
+        raise InputError("calibration and held-out sample counts must be at least 1")
+    if int8.int8_io and list(targets) != ["tflite"]:
+        raise InputError("--int8-io is a TFLite option: use --target tflite")
+    for target in targets:
+        modes = exporter_module(target).INT8_MODES
+        if int8.mode is not None and int8.mode not in modes:
+            raise InputError(f"int8 mode {int8.mode!r} is not available for {target}: choose {', '.join(modes)}")
+
+
+def int8_job(int8: Int8Options, shape: tuple[int, ...], mean, std, crop_pct: float,
+             class_names: Sequence[str] | None, say: Progress) -> Int8Job:
+    """Read the calibration (and held-out) samples once, for every target."""
+    from .calibration import load_samples
+    from .quantization import split_samples
+
+    extra = int8.eval_samples if int8.eval is None else 0
+    calibration = load_samples(int8.calibration, shape, mean, std, crop_pct, class_names=class_names,
+                               limit=int8.calibration_samples + extra, progress=say)
+    held_out = None if int8.eval is None else load_samples(
+        int8.eval, shape, mean, std, crop_pct, class_names=class_names, limit=int8.eval_samples, progress=say)
+    calibration, held_out = split_samples(calibration, held_out, int8.calibration_samples, int8.eval_samples)
+    say(f"int8: {len(calibration)} calibration samples from {calibration.name}, "
+        f"{len(held_out)} held-out samples from {held_out.name}")
+    return Int8Job(int8, calibration, held_out)
 
 
 def target_form(target: str, shape: tuple[int, ...], layout: str | None, image_input: bool | None,
@@ -297,19 +371,27 @@ def registered_spec(module: Any) -> tuple[ModelSpec | None, str]:
 
 
 def _export_one(target, exporter, request, final: Path, spec, verify: bool, checks, reference, load,
-                say: Progress, fold_summary: dict[str, Any] | None = None) -> ExportResult:
+                say: Progress, fold_summary: dict[str, Any] | None = None, job: Int8Job | None = None) -> ExportResult:
     started = time.perf_counter()
     with staged_path(final) as staged:
         say(f"{target}: converting")
-        exporter.convert(request, staged)
-        runtime = load(staged)
+        guard = None
+        if job is not None:
+            runtime, guard = quantize_artifact(target, exporter, request, staged, job, reference, load, say)
+        else:
+            exporter.convert(request, staged)
+            runtime = load(staged)
         report = None
-        if verify:
+        if verify or guard is not None:
             say(f"{target}: verifying parity with PyTorch ({runtime.describe()})")
             if runtime.can_run:
                 report = check_parity(runtime, reference, checks, request.precision)
             else:
                 report = structural_report(runtime, tuple(request.example.shape), request.precision)
+        if guard is not None:
+            report.verdict = guard.passed
+            report.note = (f"int8 is judged by the accuracy guard on {guard.held_out['count']} held-out samples "
+                           "(top-1 drop within the budget); these rows are informative")
         metadata = ArtifactMetadata(
             model=request.model_name, target=target, precision=request.precision,
             input_name=runtime.inputs[0].name, input_shape=list(runtime.inputs[0].shape),
@@ -318,9 +400,10 @@ def _export_one(target, exporter, request, final: Path, spec, verify: bool, chec
             output_name=runtime.outputs[0].name, output_kind=request.output_kind,
             labels=request.labels, parity=report.summary() if report else None, reparam=fold_summary,
             integrity={"sha256": PLACEHOLDER},
+            quantization=guard.summary(artifact_size(staged)) if guard else None,
         )
         result = ExportResult(target, final, request.precision, written=False, parity=report,
-                              metadata=metadata.to_dict(), reparam=fold_summary)
+                              metadata=metadata.to_dict(), reparam=fold_summary, guard=guard)
         if report is None or report.passed:
             exporter.write_metadata(staged, metadata)
             say(f"{target}: recording the content digest")

@@ -35,20 +35,27 @@ def load_pixels(path: str | Path, size: tuple[int, int], crop_pct: float = 0.875
     path = Path(path)
     if not path.is_file():
         raise InputError(f"image not found: {path}")
-    height, width = size
     try:
         with Image.open(path) as img:
-            img = img.convert("RGB")
-            if resize == "stretch":
-                return _stretch(np.asarray(img), height, width)
-            scale = max(height, width) / crop_pct / min(img.size)
-            resized = (max(width, round(img.size[0] * scale)), max(height, round(img.size[1] * scale)))
-            img = img.resize(resized, Image.BICUBIC)
-            left, top = (resized[0] - width) // 2, (resized[1] - height) // 2
-            img = img.crop((left, top, left + width, top + height))
-            pixels = np.asarray(img, dtype=np.float32)  # (H, W, 3)
+            return frame_pixels(img, size, crop_pct, resize)
     except (UnidentifiedImageError, OSError) as exc:
         raise InputError(f"cannot read image {path}: {exc}") from None
+
+
+def frame_pixels(img, size: tuple[int, int], crop_pct: float = 0.875, resize: str = "crop") -> np.ndarray:
+    """A PIL image as (1, 3, H, W) float32 RGB 0-255, resized as :func:`load_pixels` says."""
+    from PIL import Image
+
+    height, width = size
+    img = img.convert("RGB")
+    if resize == "stretch":
+        return _stretch(np.asarray(img), height, width)
+    scale = max(height, width) / crop_pct / min(img.size)
+    resized = (max(width, round(img.size[0] * scale)), max(height, round(img.size[1] * scale)))
+    img = img.resize(resized, Image.BICUBIC)
+    left, top = (resized[0] - width) // 2, (resized[1] - height) // 2
+    img = img.crop((left, top, left + width, top + height))
+    pixels = np.asarray(img, dtype=np.float32)  # (H, W, 3)
     return np.ascontiguousarray(pixels.transpose(2, 0, 1)[None])
 
 
@@ -79,6 +86,14 @@ def load_image(path: str | Path, size: tuple[int, int], mean: Sequence[float] = 
 _NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 
+def read_npy_header(file) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran order, dtype) from an open .npy stream (ValueError when it is not one)."""
+    version = np.lib.format.read_magic(file)
+    if version not in _NPY_HEADER_READERS:
+        raise ValueError(f".npy format version {version} is not supported")
+    return _NPY_HEADER_READERS[version](file, max_header_size=10_000)
+
+
 def read_npy(path: str | Path, shapes: Sequence[Sequence[int | None]], dtype: str, name: str = "the input"
              ) -> np.ndarray:
     """An .npy array whose header was checked before anything is allocated: its shape must
@@ -89,10 +104,7 @@ def read_npy(path: str | Path, shapes: Sequence[Sequence[int | None]], dtype: st
         raise InputError(f"array not found (or not a regular file): {path}")
     try:
         with open(path, "rb") as file:
-            version = np.lib.format.read_magic(file)
-            if version not in _NPY_HEADER_READERS:
-                raise ValueError(f".npy format version {version} is not supported")
-            shape, _, stored = _NPY_HEADER_READERS[version](file, max_header_size=10_000)
+            shape, _, stored = read_npy_header(file)
             header_end = file.tell()
             available = file.seek(0, 2) - header_end
     except (OSError, ValueError, SyntaxError, TypeError) as exc:

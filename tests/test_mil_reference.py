@@ -210,3 +210,326 @@ def test_predict_runs_an_image_input_package_and_bench_names_the_interpreter(tmp
     assert "(RGB image, 0-255)" in run_cli("info", str(image_input)).stdout
     bench = run_cli("bench", str(tensor_input), "--runs", "1", "--warmup", "0")
     assert bench.code == 0 and "edgevit reference interpreter" in bench.stdout, bench.stdout + bench.stderr
+
+
+# --- compressed weights and quantized activations (coremltools.optimize.coreml) --------
+
+def test_sub_byte_values_unpack_as_coremltools_packs_them(tmp_path):
+    """LSB-first packing (an element may straddle two bytes), in blobs coremltools' own blob
+    writer wrote and in immediate bytes; a blob too short for its declared shape is refused
+    before anything is allocated."""
+    from edgevit.runtimes.coreml import import_coremltools
+    from edgevit.runtimes.mil_program import WeightFile, decode_value, unpack_bits
+
+    ct = import_coremltools()
+    from coremltools.libmilstoragepython import _BlobStorageWriter
+    from coremltools.optimize._utils import pack_elements_into_bits
+
+    # the spec's example: 2-bit indices 0, 3, 2, 1 | 3 in bytes 0b01_10_11_00, 0b000000_11
+    np.testing.assert_array_equal(unpack_bits(np.array([0b01101100, 0b11], np.uint8), 2, 5), [0, 3, 2, 1, 3])
+    np.testing.assert_array_equal(unpack_bits(np.array([0xC1, 0x5F, 0x84], np.uint8), 6, 4), [1, 63, 5, 33])
+    for bits in (1, 2, 3, 4, 6, 8):
+        values = rng.integers(0, 1 << bits, 37).astype(np.uint8)
+        np.testing.assert_array_equal(unpack_bits(pack_elements_into_bits(values, bits), bits, 37), values)
+    signed = np.array([-8, -1, 0, 7, 3, -5], np.int8)
+    np.testing.assert_array_equal(unpack_bits(pack_elements_into_bits(signed, 4), 4, 6, np.int8), signed)
+
+    weights_dir = tmp_path / "p.mlpackage" / "Data" / "com.apple.CoreML" / "weights"
+    weights_dir.mkdir(parents=True)
+    writer = _BlobStorageWriter(str(weights_dir / "weight.bin"))
+    u6, i4 = rng.integers(0, 64, 11).astype(np.uint8), rng.integers(-8, 8, 9).astype(np.int8)
+    offsets = writer.write_uint6_data(u6), writer.write_int4_data(i4)
+    del writer  # flushes
+    weights = WeightFile(tmp_path / "p.mlpackage")
+    name = "@model_path/weights/weight.bin"
+    np.testing.assert_array_equal(weights.read(name, offsets[0], np.uint8, (11,), bits=6), u6)
+    np.testing.assert_array_equal(weights.read(name, offsets[1], np.int8, (3, 3), bits=4), i4.reshape(3, 3))
+    with pytest.raises(edgevit.EdgeVitError, match="holds 5 bytes, fewer than a uint4 tensor"):  # 2**40 claimed
+        weights.read(name, offsets[1], np.uint8, (1 << 40,), bits=4)
+
+    value = ct.proto.MIL_pb2.Value()
+    value.type.tensorType.dataType = ct.proto.MIL_pb2.DataType.Value("INT4")
+    value.type.tensorType.rank = 1
+    value.type.tensorType.dimensions.add().constant.size = 6
+    value.immediateValue.tensor.bytes.values = pack_elements_into_bits(signed, 4).tobytes()
+    decoded = decode_value(value, weights)
+    assert decoded.dtype == np.int8
+    np.testing.assert_array_equal(decoded, signed)
+
+
+def test_constexpr_affine_dequantize_by_hand():
+    fn = lookup("constexpr_affine_dequantize", "CoreML6")
+    data = np.array([[-128, 0, 127], [1, 2, 3]], np.int8)
+    got = fn(data, zero_point=np.array([0, 1], np.int8), scale=np.array([0.5, 2.0], np.float32), axis=np.int32(0))
+    np.testing.assert_array_equal(got, [[-64, 0, 63.5], [0, 2, 4]])
+    assert got.dtype == np.float32
+    got = fn(data.astype(np.uint8) % 6, zero_point=np.array([1, 1, 1], np.uint8),  # per column, axis -1
+             scale=np.array([1, 10, 100], np.float16), axis=np.int32(-1))
+    np.testing.assert_array_equal(got, [[1, -10, 0], [0, 10, 200]])
+    assert got.dtype == np.float16
+    got = fn(data, zero_point=np.int8(2), scale=np.float32(0.25), axis=np.int32(0))  # per tensor
+    np.testing.assert_array_equal(got, [[-32.5, -0.5, 31.25], [-0.25, 0, 0.25]])
+    with pytest.raises(ValueError, match="along axis 1"):
+        fn(data, zero_point=np.int8(0), scale=np.array([0.5, 2.0], np.float32), axis=np.int32(1))
+    assert lookup("constexpr_affine_dequantize", "CoreML5") is None
+
+
+def test_constexpr_blockwise_shift_scale_by_hand():
+    fn = lookup("constexpr_blockwise_shift_scale", "CoreML8")
+    data = np.array([[1, 2, 3, 4], [5, 6, 7, 8]], np.int8)
+    # one scale and offset per block of 2 rows x 2 columns
+    got = fn(data, scale=np.array([[1.0, 10.0]], np.float32), offset=np.array([[1, 2]], np.int8))
+    np.testing.assert_array_equal(got, [[0, 1, 10, 20], [4, 5, 50, 60]])
+    got = fn(data, scale=np.array([[0.5], [2.0]], np.float16))  # per row, no offset
+    np.testing.assert_array_equal(got, [[0.5, 1, 1.5, 2], [10, 12, 14, 16]])
+    assert got.dtype == np.float16
+    with pytest.raises(ValueError, match="3 equal blocks"):
+        fn(data, scale=np.ones((1, 3), np.float32))
+    assert lookup("constexpr_blockwise_shift_scale", "CoreML7") is None
+
+
+def test_constexpr_lut_to_dense_by_hand():
+    ios16 = lookup("constexpr_lut_to_dense", "CoreML6")
+    lut = np.array([10, 20, 30, 40], np.float32)  # 2-bit indices 0, 3, 2, 1, 3 (the spec's example)
+    np.testing.assert_array_equal(ios16(np.array([0b01101100, 0b11], np.uint8), lut, np.array([5], np.uint32)),
+                                  [10, 40, 30, 20, 40])
+    got = ios16(np.array([0xC1, 0x5F, 0x84], np.uint8), np.arange(64, dtype=np.float16) / 2, np.array([2, 2]))
+    np.testing.assert_array_equal(got, [[0.5, 31.5], [2.5, 16.5]])  # 6-bit indices 1, 63, 5, 33
+    with pytest.raises(ValueError, match="index bytes"):
+        ios16(np.zeros(3, np.uint8), lut, np.array([5], np.uint32))
+
+    ios18 = lookup("constexpr_lut_to_dense", "CoreML8")
+    # the iOS18 spec's examples: two palettes over the rows of a (6, 2) tensor...
+    indices = np.array([2, 3, 3, 0, 1, 0, 3, 0, 2, 1, 0, 3], np.uint8).reshape(6, 2)
+    lut = np.array([1, 5, 9, 13, 2, 10, 18, 26], np.float16).reshape(2, 1, 4, 1)
+    np.testing.assert_array_equal(ios18(indices, lut), [[9, 13], [13, 1], [5, 1], [26, 2], [18, 10], [2, 26]])
+    # ... and one palette of 3-vectors a = (1, 2, 3), b = (7, 8, 9), filled along axis 1 or 2
+    indices = np.array([[[0, 0], [1, 0]], [[1, 1], [0, 0]]], np.uint8)
+    lut = np.array([[1, 2, 3], [7, 8, 9]], np.float32).reshape(1, 1, 1, 2, 3)
+    np.testing.assert_array_equal(ios18(indices, lut, vector_axis=np.int32(1)),
+                                  [[[1, 1], [2, 2], [3, 3], [7, 1], [8, 2], [9, 3]],
+                                   [[7, 7], [8, 8], [9, 9], [1, 1], [2, 2], [3, 3]]])
+    np.testing.assert_array_equal(ios18(indices, lut, vector_axis=np.int32(-1)),
+                                  [[[1, 2, 3, 1, 2, 3], [7, 8, 9, 1, 2, 3]],
+                                   [[7, 8, 9, 7, 8, 9], [1, 2, 3, 1, 2, 3]]])
+    with pytest.raises(ValueError, match="vector_axis"):
+        ios18(indices, lut)
+
+
+def test_quantize_and_dequantize_by_hand_and_as_coremltools_evaluates_them():
+    """Round half to even, then the zero point, then clipping to the int8/uint8 range."""
+    from edgevit.runtimes.coreml import import_coremltools
+
+    ct = import_coremltools()
+    from coremltools.converters.mil import Builder as mb
+
+    quantize, dequantize = lookup("quantize", "CoreML7"), lookup("dequantize", "CoreML7")
+    x = np.array([[0.5, 1.5, 2.5, -0.5, -1.5, -2.5], [300, -300, 3.49, 0.01, -7.5, 7.5]], np.float32)
+    scale, zero_point = np.array([1.0, 0.5], np.float32), np.array([3, -2], np.int8)
+    q = quantize(x, scale, "int8", zero_point, np.int32(0))
+    np.testing.assert_array_equal(q, [[3, 5, 5, 3, 1, 1], [127, -128, 5, -2, -17, 13]])
+    assert q.dtype == np.int8
+    np.testing.assert_array_equal(dequantize(q, scale, zero_point, np.int32(0)),
+                                  [[0, 2, 2, 0, -2, -2], [64.5, -63, 3.5, 0, -7.5, 7.5]])
+    u = quantize(x.astype(np.float16), np.float16(2.0), "uint8", np.uint8(128))  # per tensor, fp16
+    np.testing.assert_array_equal(u, [[128, 129, 129, 128, 127, 127], [255, 0, 130, 128, 124, 132]])
+    assert u.dtype == np.uint8 and dequantize(u, np.float16(2.0), np.uint8(128)).dtype == np.float16
+    np.testing.assert_array_equal(quantize(x, np.float32(1.0), "int8")[0], [0, 2, 2, 0, -2, -2])
+    assert lookup("quantize", "CoreML6") is None
+
+    expected = {}
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=(1,))], opset_version=ct.target.iOS17)
+    def program(a):
+        for dtype, zp in (("int8", zero_point), ("uint8", np.array([128, 7], np.uint8))):
+            out = mb.quantize(input=x * 3.3, scale=scale, zero_point=zp, axis=0, output_dtype=dtype)
+            back = mb.dequantize(input=out, scale=scale, zero_point=zp, axis=0)
+            expected[dtype] = zp, out.val, back.op.materialized_val_inference()
+        return a
+
+    for dtype, (zp, want_q, want_back) in expected.items():
+        got_q = quantize(x * 3.3, scale, dtype, zp, np.int32(0))
+        np.testing.assert_array_equal(got_q, want_q)
+        np.testing.assert_array_equal(dequantize(got_q, scale, zp, np.int32(0)), want_back)
+
+
+class _CompressNet(torch.nn.Module):
+    """Conv, layer norm and linear layers at 3x32x32: the weights coremltools compresses."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 16, 3, 2, 1)
+        self.conv2 = torch.nn.Conv2d(16, 32, 3, 2, 1)
+        self.norm = torch.nn.LayerNorm(32)
+        self.fc1 = torch.nn.Linear(32, 64)
+        self.fc2 = torch.nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = self.conv2(torch.relu(self.conv1(x))).flatten(2).transpose(1, 2)  # (1, 64 tokens, 32)
+        return self.fc2(F.gelu(self.fc1(self.norm(x))).mean(1))
+
+
+@pytest.fixture(scope="module")
+def compress_net(tmp_path_factory):
+    """The net, a random input, its PyTorch output, and ``convert(target, precision)``: the
+    net as an ML Program (converted once per target and precision)."""
+    from types import SimpleNamespace
+
+    from edgevit.quiet import quiet_converters
+    from edgevit.runtimes.coreml import import_coremltools
+
+    ct = import_coremltools()
+    torch.manual_seed(0)
+    net = _CompressNet().eval()
+    x = np.random.default_rng(1).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        ref = net(t(x)).numpy()
+    program = torch.export.export(net, (t(x),)).run_decompositions({})
+    converted = {}
+
+    def convert(target, precision="fp32"):
+        if (target, precision) not in converted:
+            with quiet_converters():
+                converted[target, precision] = ct.convert(
+                    program, inputs=[ct.TensorType(name="input", shape=x.shape, dtype=np.float32)],
+                    outputs=[ct.TensorType(name="output", dtype=np.float32)], convert_to="mlprogram",
+                    minimum_deployment_target=getattr(ct.target, target),
+                    compute_precision=getattr(ct.precision, "FLOAT16" if precision == "fp16" else "FLOAT32"))
+        return converted[target, precision]
+
+    return SimpleNamespace(ct=ct, x=x, ref=ref, convert=convert, folder=tmp_path_factory.mktemp("compressed"))
+
+
+def _constexpr_values(path) -> dict:
+    """Each constexpr op's value as the interpreter computes it, by output name."""
+    from edgevit.runtimes.mil_program import read_program
+
+    _, operations, _, opset = read_program(edgevit.load(path).spec, path)
+    values = {}
+    for operation in operations:
+        if operation.type.startswith("constexpr_"):
+            kwargs = {key: values[ref] if kind == "ref" else ref for key, [(kind, ref)] in operation.inputs.items()}
+            values[operation.outputs[0]] = lookup(operation.type, opset)(**kwargs)
+    return values
+
+
+def _run_compressed(net, mlmodel, name: str, ops: set[str], weights: int = 4) -> np.ndarray:
+    """Save ``mlmodel`` and its decompression by coremltools (``decompress_weights``, the
+    oracle); the program uses ``ops``, each of the ``weights`` compressed weights the
+    interpreter decompresses equals coremltools' and so does the output. Returns the output
+    on ``net.x``."""
+    from edgevit.quiet import quiet_converters
+    from edgevit.runtimes.mil_program import read_program
+
+    path, plain = net.folder / f"{name}.mlpackage", net.folder / f"{name}-decompressed.mlpackage"
+    with quiet_converters():
+        mlmodel.save(str(path))
+        net.ct.optimize.coreml.decompress_weights(mlmodel).save(str(plain))
+    runtime = edgevit.load(path)
+    assert ops <= set(runtime.op_census()), runtime.op_census()
+    got = _constexpr_values(path)
+    _, operations, _, _ = read_program(edgevit.load(plain).spec, plain)
+    want = {op.outputs[0]: op.attributes["val"] for op in operations if op.outputs[0] in got}
+    assert len(want) == weights, sorted(got)  # of conv1, conv2, fc1, fc2 (chained ops' steps not counted)
+    for key, value in want.items():
+        assert got[key].dtype == value.dtype, key
+        np.testing.assert_array_equal(got[key], value, err_msg=key)
+    out = runtime.run(net.x)
+    np.testing.assert_array_equal(out, edgevit.load(plain).run(net.x))
+    return out
+
+
+def _relative_error(out, ref) -> float:
+    return float(np.abs(out - ref).max() / np.abs(ref).max())
+
+
+@pytest.mark.parametrize("target", ["iOS16", "iOS17", "iOS18"])
+@pytest.mark.parametrize("mode,dtype", [("linear_symmetric", "int8"), ("linear", "uint8")])
+def test_linear_quantized_weights_run_as_coremltools_decompresses_them(compress_net, target, mode, dtype):
+    cto = compress_net.ct.optimize.coreml
+    config = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(
+        mode=mode, dtype=dtype, granularity="per_channel", weight_threshold=0))
+    mlmodel = cto.linear_quantize_weights(compress_net.convert(target), config)
+    op = "constexpr_blockwise_shift_scale" if target == "iOS18" else "constexpr_affine_dequantize"
+    out = _run_compressed(compress_net, mlmodel, f"w8-{target}-{mode}", {op})
+    assert _relative_error(out, compress_net.ref) < 2e-2  # measured: 3e-3 (int8), 5e-3 (uint8)
+
+
+@pytest.mark.parametrize("target", ["iOS16", "iOS18"])
+@pytest.mark.parametrize("nbits,tolerance", [(8, 2e-2), (6, 5e-2), (4, 2e-1)])  # measured 2e-3, 2e-2, 7e-2
+def test_palettized_weights_run_as_coremltools_decompresses_them(compress_net, target, nbits, tolerance):
+    from edgevit.quiet import quiet_converters
+
+    cto = compress_net.ct.optimize.coreml
+    config = cto.OptimizationConfig(global_config=cto.OpPalettizerConfig(nbits=nbits, mode="kmeans",
+                                                                          weight_threshold=0))
+    with quiet_converters():
+        mlmodel = cto.palettize_weights(compress_net.convert(target), config)
+    out = _run_compressed(compress_net, mlmodel, f"lut{nbits}-{target}", {"constexpr_lut_to_dense"})
+    assert _relative_error(out, compress_net.ref) < tolerance
+
+
+@pytest.mark.parametrize("kind,options,weights", [  # conv1 (3 input channels) has no blocks of 8,
+    ("int4-blocks", {"mode": "linear_symmetric", "dtype": "int4", "granularity": "per_block", "block_size": 8}, 3),
+    ("uint4-blocks", {"mode": "linear", "dtype": "uint4", "granularity": "per_block", "block_size": 8}, 3),
+    ("lut4-groups", {"nbits": 4, "granularity": "per_grouped_channel", "group_size": 4}, 3),  # fc2 (10) no 4s
+    ("lut2-vectors", {"nbits": 2, "cluster_dim": 2}, 4),
+    ("lut3-scaled", {"nbits": 3, "mode": "uniform", "enable_per_channel_scale": True}, 4),
+])
+def test_ios18_block_vector_and_chained_compression_run_as_coremltools_decompresses_them(compress_net, kind, options,
+                                                                                         weights):
+    """iOS18's finer forms: int4/uint4 blocks, a palette per group of channels, palettes of
+    2-vectors, and a palette whose output a per-channel scale multiplies (two chained ops).
+    coremltools leaves a weight whose channels do not split into the blocks uncompressed."""
+    from edgevit.quiet import quiet_converters
+
+    cto = compress_net.ct.optimize.coreml
+    palette = kind.startswith("lut")
+    config = (cto.OpPalettizerConfig if palette else cto.OpLinearQuantizerConfig)(weight_threshold=0, **options)
+    with quiet_converters():
+        mlmodel = (cto.palettize_weights if palette else cto.linear_quantize_weights)(
+            compress_net.convert("iOS18"), cto.OptimizationConfig(global_config=config))
+    ops = {"constexpr_lut_to_dense"} if palette else {"constexpr_blockwise_shift_scale"}
+    if kind == "lut3-scaled":
+        ops.add("constexpr_blockwise_shift_scale")
+    _run_compressed(compress_net, mlmodel, f"{kind}-iOS18", ops, weights)
+
+
+def _predict_with_reference_interpreter(self, inputs, output_names, compute_units=None):
+    """coremltools' ModelDebugger.predict_intermediate_outputs without Core ML (it needs
+    macOS): the intermediate values linear_quantize_activations calibrates on, computed by
+    edgevit's interpreter."""
+    from pathlib import Path
+
+    from edgevit.runtimes.mil_program import WeightFile
+    from edgevit.runtimes.mil_reference import MilInterpreter
+
+    spec = type(self.model_info.spec)()
+    spec.CopyFrom(self.model_info.spec)
+    main = spec.mlProgram.functions["main"]
+    main.block_specializations[main.opset].outputs.extend(output_names)
+    model_dir = Path(self.weights_dir).parent
+    return MilInterpreter(spec, model_dir, WeightFile(model_dir, model_dir)).run(inputs)
+
+
+@pytest.mark.parametrize("target", ["iOS17", "iOS18"])
+def test_w8a8_runs_as_coremltools_decompresses_it(compress_net, target, monkeypatch):
+    """Activations quantized (calibrated here by the interpreter), then weights: quantize and
+    dequantize around every conv and linear. coremltools inserts fp16 scales, so W8A8 needs
+    an fp16 program."""
+    from coremltools.optimize.coreml.experimental._model_debugger import ModelDebugger
+    from edgevit.quiet import quiet_converters
+
+    monkeypatch.setattr(ModelDebugger, "predict_intermediate_outputs", _predict_with_reference_interpreter)
+    cto = compress_net.ct.optimize.coreml
+    samples = [{"input": compress_net.x}] + [{"input": rng.standard_normal((1, 3, 32, 32)).astype(np.float32)}
+                                             for _ in range(3)]
+    with quiet_converters():
+        a8 = cto.linear_quantize_activations(
+            compress_net.convert(target, "fp16"),
+            cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(mode="linear_symmetric")), samples)
+        w8a8 = cto.linear_quantize_weights(a8, cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(
+            mode="linear_symmetric", dtype="int8", granularity="per_channel", weight_threshold=0)))
+    weights = "constexpr_blockwise_shift_scale" if target == "iOS18" else "constexpr_affine_dequantize"
+    out = _run_compressed(compress_net, w8a8, f"w8a8-{target}", {weights, "quantize", "dequantize"})
+    assert _relative_error(out, compress_net.ref) < 5e-2  # measured: 1e-2

@@ -1,0 +1,133 @@
+"""int8 against fp32: latency, size and (on digits-trained models) top-1 accuracy.
+
+Speed: ``edgenext_xx_small`` at 256x256 and ``slab_deit_tiny`` at 224x224, each exported
+fp32 and int8 (ONNX static QDQ; TFLite static int8 ``full`` and dynamic-range ``weights``),
+timed in one process, interleaved round by round, batch 1, 1 and 2 threads (ONNX Runtime
+CPU; LiteRT with XNNPACK). The ratios are int8 latency / fp32 latency (below 1: int8 is
+faster); sizes are fp32 bytes / int8 bytes. Calibration: 64 of scikit-learn's digits (these
+models carry random weights here, so the guard's budget is opened: speed only).
+
+Accuracy (``--accuracy``): ``edgenext_xx_small`` at 64x64, a PRepBN ``slab_deit_tiny``-style
+ViT and ED-ViT's ``deit_tiny`` (patch 4, 32x32) trained on the digits training split, then
+exported int8 for ONNX, TFLite and Core ML under the default 1-point guard, with top-1 on
+the held-out test split (450 images) next to fp32, and size.
+
+    python benchmarks/int8.py [--rounds 8] [--runs 20] [--accuracy] [--epochs 6] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import edgevit
+import numpy as np
+from _timing import interleaved, ort_runner, ort_session, publish, ratio
+
+SPEED_MODELS = {"edgenext_xx_small": 256, "slab_deit_tiny": 224}
+VARIANTS = {"onnx": [("int8", {})], "tflite": [("int8", {}), ("int8-weights", {"int8_mode": "weights"})]}
+
+
+def speed(rounds: int, runs: int, tmp: Path) -> tuple[dict, list[str]]:
+    rng = np.random.default_rng(0)
+    results, lines = {}, []
+    for model, size in SPEED_MODELS.items():
+        files = {}
+        for target, variants in VARIANTS.items():
+            files[(target, "fp32")] = edgevit.export(model, target, tmp / model / "fp32", image_size=size,
+                                                     verify=False).path
+            for label, options in variants:
+                result = edgevit.export(model, target, tmp / model / label, image_size=size, precision="int8",
+                                        calibration="digits", eval_samples=32, max_drop=100, **options)
+                files[(target, label)] = result.path
+        for threads in (1, 2):
+            candidates = {}
+            for (target, label), path in files.items():
+                if target == "onnx":
+                    session = ort_session(path, threads)
+                    feed = rng.standard_normal([d or 1 for d in session.get_inputs()[0].shape]).astype(np.float32)
+                    candidates[f"{target}/{label}"] = ort_runner(session, feed)
+                else:
+                    runtime = edgevit.load(path, threads=threads)
+                    feed = rng.uniform(0, 255, runtime.inputs[0].shape).astype(np.float32)
+                    candidates[f"{target}/{label}"] = (lambda rt, x: lambda: rt.run(x))(runtime, feed)
+            per_round = interleaved(candidates, rounds, runs)
+            for (target, label), path in files.items():
+                if label == "fp32":
+                    continue
+                key = f"{model}/{target}/{label}/{threads}t"
+                results[key] = {
+                    "latency_ratio": round(ratio(per_round, f"{target}/{label}", f"{target}/fp32"), 3),
+                    "size_ratio": round(_size(files[(target, "fp32")]) / _size(path), 2),
+                    "fp32_ms": round(float(np.median(per_round[f"{target}/fp32"])), 2),
+                }
+                lines.append(f"{key}: int8/fp32 latency {results[key]['latency_ratio']:.3f}, "
+                             f"fp32/int8 size {results[key]['size_ratio']:.2f}")
+    return results, lines
+
+
+def _size(path: Path) -> int:
+    from edgevit.paths import artifact_size
+
+    return artifact_size(Path(path))
+
+
+def accuracy(epochs: int, tmp: Path) -> tuple[dict, list[str]]:
+    import torch
+    from edgevit.edvit.data import load_dataset
+    from edgevit.edvit.train import fit
+
+    models = {
+        "edgenext_xx_small@64": (64, lambda: edgevit.create_model("edgenext_xx_small", num_classes=10)),
+        "slab_deit_tiny-style@32": (32, lambda: edgevit.create_model(
+            "slab_deit_tiny", num_classes=10, img_size=32, patch_size=4, prepbn_step=epochs * 22)),
+        "deit_tiny (ED-ViT)@32": (32, lambda: edgevit.create_model("deit_tiny", num_classes=10, img_size=32,
+                                                                   patch_size=4)),
+    }
+    results, lines = {}, []
+    for name, (size, build) in models.items():
+        torch.manual_seed(0)
+        data = load_dataset("digits", size)
+        model = build()
+        fit(model, data.x_train, data.y_train, epochs=epochs, lr=3e-3 if "edgenext" in name else 1e-3,
+            batch_size=64)
+        for target in ("onnx", "tflite", "coreml"):
+            result = edgevit.export(model, target, tmp / name / target, image_size=size, precision="int8",
+                                    mean=data.mean, std=data.std, calibration={"images": data.x_train[:64]},
+                                    eval_data={"images": data.x_test, "labels": data.y_test}, eval_samples=450)
+            guard = result.guard
+            key = f"{name}/{target}"
+            results[key] = {"fp32_top1": guard.fp32_accuracy, "int8_top1": guard.final.accuracy,
+                            "agreement": guard.final.agreement, "snr_db": round(guard.final.snr_db, 1),
+                            "kept_float": [k["module"] for k in guard.kept],
+                            "size_ratio": round(guard.fp32_size_bytes / result.size_bytes, 2)}
+            lines.append(f"{key}: top-1 fp32 {guard.fp32_accuracy:.4f} int8 {guard.final.accuracy:.4f}, "
+                         f"{len(guard.kept)} layer(s) kept float, fp32/int8 size {results[key]['size_ratio']:.2f}")
+    return results, lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--accuracy", action="store_true", help="also train on digits and measure top-1")
+    parser.add_argument("--no-speed", action="store_true", help="skip the latency part")
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    result, lines = {}, []
+    with tempfile.TemporaryDirectory() as tmp:
+        if not args.no_speed:
+            result["speed"], speed_lines = speed(args.rounds, args.runs, Path(tmp))
+            lines += speed_lines
+        if args.accuracy:
+            result["accuracy"], accuracy_lines = accuracy(args.epochs, Path(tmp))
+            lines += accuracy_lines
+    publish(result, lines, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""int8 on every target, judged by the accuracy guard on a model trained on digits.
+
+A short training run (edgenext_xx_small at 64x64, 10 classes) gives real weights: random
+weights prove parity, not accuracy. Calibration uses training images; the guard measures
+on the held-out test split, never on the calibration samples.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from .conftest import SMALL, assert_clean_failure, run_cli
+
+TARGETS = ("onnx", "tflite", "coreml")
+# fp32 size / int8 size for this 10-class model. TFLite's static int8 stores a float scale
+# and an int64 zero point per weight channel (12 bytes a channel, 12% of the int8 file).
+MIN_SIZE_RATIO = {"onnx": 3.5, "coreml": 3.5, "tflite": 3.2}
+
+
+@pytest.fixture(scope="session")
+def digits_model():
+    """edgenext_xx_small trained 4 epochs on digits at 64x64 (about 96% test accuracy)."""
+    import edgevit
+    import torch
+    from edgevit.edvit.data import load_dataset
+    from edgevit.edvit.train import fit
+
+    torch.manual_seed(0)
+    data = load_dataset("digits", SMALL)
+    model = edgevit.create_model("edgenext_xx_small", num_classes=10)
+    fit(model, data.x_train, data.y_train, epochs=4, lr=3e-3, batch_size=64)
+    return model, data
+
+
+def _export_int8(model, data, target, out, **options):
+    import edgevit
+
+    return edgevit.export(model, target, out, image_size=SMALL, precision="int8", mean=data.mean, std=data.std,
+                          calibration={"images": data.x_train[:64]},
+                          eval_data={"images": data.x_test, "labels": data.y_test}, **options)
+
+
+@pytest.fixture(scope="session")
+def int8_artifacts(digits_model, tmp_path_factory):
+    """The digits model in int8 for every target (guard at the default 1-point budget)."""
+    model, data = digits_model
+    out = tmp_path_factory.mktemp("int8")
+    return {target: _export_int8(model, data, target, out) for target in TARGETS}
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_int8_meets_the_budget_and_is_much_smaller(int8_artifacts, target):
+    result = int8_artifacts[target]
+    guard = result.guard
+    assert result.written and guard.passed
+    final = guard.final
+    assert guard.fp32_accuracy > 0.9  # trained, not random
+    assert final.accuracy >= guard.fp32_accuracy - 0.01
+    assert guard.held_out["count"] == 256 and guard.calibration["count"] == 64
+    assert guard.fp32_size_bytes / result.size_bytes >= MIN_SIZE_RATIO[target]
+    stored = result.metadata["quantization"]
+    assert stored["status"] == "passed" and stored["calibration"]["sha256"] == guard.calibration["sha256"]
+    assert stored["precision"] == "int8" and result.metadata["precision"] == "int8"
+
+
+def test_info_shows_the_int8_report(int8_artifacts):
+    path = int8_artifacts["onnx"].path
+    shown = run_cli("info", str(path))
+    assert shown.code == 0, shown.stderr
+    assert "int8 (full)" in shown.stdout and "calibration: mapping, 64 samples" in shown.stdout
+    assert "held-out accuracy" in shown.stdout
+    as_json = json.loads(run_cli("info", str(path), "--json").stdout)
+    assert as_json["metadata"]["quantization"]["held_out"]["count"] == 256
+
+
+def test_the_int8_artifact_runs_like_any_other(int8_artifacts, digits_model):
+    import edgevit
+
+    _, data = digits_model
+    runtime = edgevit.load(int8_artifacts["onnx"].path)
+    logits = np.concatenate([runtime.run(x[None]) for x in data.x_test[:50]])
+    assert np.mean(logits.argmax(1) == data.y_test[:50]) > 0.9
+
+
+def _sensitive_copy(model):
+    """The model with its classifier made fragile under int8 and its float output unchanged:
+    one constant 50 feeding the head through a zero weight (an activation outlier, which
+    ruins a per-tensor input scale) and one weight of 30 fed by a constant 0 (a weight
+    outlier, which ruins its row's per-channel scale)."""
+    import copy
+
+    import torch
+
+    fragile = copy.deepcopy(model)
+    with torch.no_grad():
+        fragile.norm.weight[[0, 1]] = 0.0
+        fragile.norm.bias[0], fragile.norm.bias[1] = 50.0, 0.0
+        fragile.head.weight[:, 0] = 0.0
+        fragile.head.weight[:, 1] = 30.0
+    return fragile
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_a_sensitive_layer_is_found_and_kept_float(digits_model, tmp_path, target):
+    model, data = digits_model
+    result = _export_int8(_sensitive_copy(model), data, target, tmp_path)
+    guard = result.guard
+    assert result.written and guard.passed
+    assert not guard.trials[0].passed  # the fragile head breaks plain int8 ...
+    kept = [entry["module"] for entry in guard.kept]
+    assert kept and kept[0].endswith("head")  # ... and the ranking puts it first
+    assert result.metadata["quantization"]["kept_float"][0]["reason"].startswith("sensitivity rank 1")
+
+
+def test_an_impossible_budget_writes_nothing_and_exits_1(tmp_path):
+    """Random weights, unlabelled digits: int8 flips some top-1 answers (the drop is in
+    points of agreement), and no quarter of the layers in float flips them all back."""
+    from sklearn.datasets import load_digits
+
+    np.savez(tmp_path / "digits.npz", images=np.rint(load_digits().images[:96] * (255 / 16)).astype(np.uint8))
+    out = tmp_path / "out"
+    result = run_cli("export", "--model", "edgenext_xx_small", "--image-size", str(SMALL), "--target", "onnx",
+                     "--precision", "int8", "--calibration", str(tmp_path / "digits.npz"), "--calibration-samples",
+                     "32", "--max-drop", "0", "--output", str(out))
+    assert result.code == 1, result.stderr
+    assert "int8 accuracy guard" in result.stdout and "nothing written" in result.stdout
+    assert not any(out.iterdir())
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--precision", "int8"], "needs calibration data"),
+    (["--calibration", "digits"], "go with --precision int8"),
+    (["--precision", "int8", "--calibration", "nowhere"], "calibration data not found"),
+    (["--precision", "int8", "--calibration", "digits", "--int8-mode", "palettize"], "not available for onnx"),
+    (["--precision", "int8", "--calibration", "digits", "--int8-io"], "TFLite option"),
+])
+def test_int8_usage_errors_are_one_line(tmp_path, args, message):
+    result = run_cli("export", "--model", "edgenext_xx_small", "--image-size", str(SMALL), "--target", "onnx",
+                     "--output", str(tmp_path / "out"), *args)
+    assert_clean_failure(result, 2, message)
+
+
+def test_calibration_sources_read_alike(tmp_path):
+    """digits, an .npz of its pixels and a class-folder of PNGs give the same inputs and labels."""
+    from edgevit.calibration import load_samples
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    shape, mean, std = (1, 3, 32, 32), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+    digits = load_samples("digits", shape, mean, std, limit=12)
+    pixels = np.rint(load_digits().images[:12] * (255 / 16)).astype(np.uint8)
+    np.savez(tmp_path / "d.npz", images=pixels, labels=digits.labels)
+    from_npz = load_samples(tmp_path / "d.npz", shape, mean, std, limit=12)
+    for i, (image, label) in enumerate(zip(pixels, digits.labels)):
+        (tmp_path / "folder" / str(label)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(tmp_path / "folder" / str(label) / f"{i:02d}.png")
+    from_folder = load_samples(tmp_path / "folder", shape, mean, std, limit=12)
+    assert from_npz.digest == digits.digest
+    order = np.argsort([f"{label}/{i:02d}" for i, label in enumerate(digits.labels)])
+    np.testing.assert_array_equal(from_folder.inputs, digits.inputs[order])
+    np.testing.assert_array_equal(from_folder.labels, digits.labels[order])
+
+
+def test_a_hostile_npz_is_refused_before_allocating(tmp_path):
+    import zipfile
+
+    from edgevit.calibration import load_samples
+    from edgevit.errors import InputError
+
+    header = np.lib.format.header_data_from_array_1_0(np.zeros((1,), np.uint8))
+    header["shape"] = (1 << 20, 1 << 12, 1 << 12, 3)
+    with zipfile.ZipFile(tmp_path / "bomb.npz", "w") as archive, archive.open("images.npy", "w") as member:
+        np.lib.format.write_array_header_1_0(member, header)
+        member.write(b"\0" * 64)
+    with pytest.raises(InputError, match="claims"):
+        load_samples(tmp_path / "bomb.npz", (1, 3, 32, 32), (0.5,) * 3, (0.25,) * 3, limit=8)
