@@ -1,16 +1,17 @@
 """int8 against fp32: latency, size and (on digits-trained models) top-1 accuracy.
 
 Speed: ``edgenext_xx_small`` at 256x256 and ``slab_deit_tiny`` at 224x224, each exported
-fp32 and int8 (ONNX static QDQ; TFLite static int8 ``full`` and dynamic-range ``weights``),
+fp32 and int8 (ONNX and TFLite, int8 modes ``full``: static, and ``dynamic``),
 timed in one process, interleaved round by round, batch 1, 1 and 2 threads (ONNX Runtime
 CPU; LiteRT with XNNPACK). The ratios are int8 latency / fp32 latency (below 1: int8 is
-faster); sizes are fp32 bytes / int8 bytes. Calibration: 64 of scikit-learn's digits (these
+faster); sizes are fp32 bytes / int8 bytes; ONNX Runtime's per-op profile (1 thread) shows
+where each model's time goes. Calibration: 64 of scikit-learn's digits (these
 models carry random weights here, so the guard's budget is opened: speed only).
 
 Accuracy (``--accuracy``): ``edgenext_xx_small`` at 64x64, a PRepBN ``slab_deit_tiny``-style
 ViT and ED-ViT's ``deit_tiny`` (patch 4, 32x32) trained on the digits training split, then
-exported int8 for ONNX, TFLite and Core ML under the default 1-point guard, with top-1 on
-the held-out test split (450 images) next to fp32, and size.
+exported int8 in every mode of ONNX, TFLite and Core ML under the default 1-point guard,
+with top-1 on the held-out test split (450 images) next to fp32, and size.
 
     python benchmarks/int8.py [--rounds 8] [--runs 20] [--accuracy] [--epochs 6] [--json out.json]
 """
@@ -24,10 +25,13 @@ from pathlib import Path
 
 import edgevit
 import numpy as np
-from _timing import interleaved, ort_runner, ort_session, publish, ratio
+from _timing import interleaved, ort_op_profile, ort_runner, ort_session, publish, ratio
 
 SPEED_MODELS = {"edgenext_xx_small": 256, "slab_deit_tiny": 224}
-VARIANTS = {"onnx": [("int8", {})], "tflite": [("int8", {}), ("int8-weights", {"int8_mode": "weights"})]}
+MODES = [("onnx", "full"), ("onnx", "dynamic"), ("tflite", "full"), ("tflite", "dynamic"), ("coreml", "weights"),
+         ("coreml", "palettize"), ("coreml", "full")]
+VARIANTS = {"onnx": [("full", {}), ("dynamic", {"int8_mode": "dynamic"})],
+            "tflite": [("full", {}), ("dynamic", {"int8_mode": "dynamic"})]}
 
 
 def speed(rounds: int, runs: int, tmp: Path) -> tuple[dict, list[str]]:
@@ -52,7 +56,7 @@ def speed(rounds: int, runs: int, tmp: Path) -> tuple[dict, list[str]]:
                 else:
                     runtime = edgevit.load(path, threads=threads)
                     feed = rng.uniform(0, 255, runtime.inputs[0].shape).astype(np.float32)
-                    candidates[f"{target}/{label}"] = (lambda rt, x: lambda: rt.run(x))(runtime, feed)
+                    candidates[f"{target}/{label}"] = _runner(runtime, feed)
             per_round = interleaved(candidates, rounds, runs)
             for (target, label), path in files.items():
                 if label == "fp32":
@@ -65,7 +69,17 @@ def speed(rounds: int, runs: int, tmp: Path) -> tuple[dict, list[str]]:
                 }
                 lines.append(f"{key}: int8/fp32 latency {results[key]['latency_ratio']:.3f}, "
                              f"fp32/int8 size {results[key]['size_ratio']:.2f}")
+        for (target, label), path in files.items():
+            if target == "onnx":
+                profile = ort_op_profile(path, threads=1)
+                results[f"{model}/onnx/{label}/profile_us"] = profile
+                lines.append(f"{model}/onnx/{label} per-op time (us, 1 thread): "
+                             + ", ".join(f"{op} {us:.0f}" for op, us in list(profile.items())[:8]))
     return results, lines
+
+
+def _runner(runtime, feed):
+    return lambda: runtime.run(feed)
 
 
 def _size(path: Path) -> int:
@@ -93,12 +107,19 @@ def accuracy(epochs: int, tmp: Path) -> tuple[dict, list[str]]:
         model = build()
         fit(model, data.x_train, data.y_train, epochs=epochs, lr=3e-3 if "edgenext" in name else 1e-3,
             batch_size=64)
-        for target in ("onnx", "tflite", "coreml"):
-            result = edgevit.export(model, target, tmp / name / target, image_size=size, precision="int8",
-                                    mean=data.mean, std=data.std, calibration={"images": data.x_train[:64]},
-                                    eval_data={"images": data.x_test, "labels": data.y_test}, eval_samples=450)
+        for target, mode in MODES:
+            key = f"{name}/{target}/{mode}"
+            try:
+                result = edgevit.export(model, target, tmp / name / target / mode, image_size=size,
+                                        precision="int8", mean=data.mean, std=data.std,
+                                        calibration={"images": data.x_train[:64]},
+                                        eval_data={"images": data.x_test, "labels": data.y_test}, eval_samples=450,
+                                        int8_mode=mode)
+            except edgevit.errors.EdgeVitError as exc:  # the guard refused it: nothing written
+                results[key] = {"refused": str(exc)}
+                lines.append(f"{key}: refused: {exc}")
+                continue
             guard = result.guard
-            key = f"{name}/{target}"
             results[key] = {"fp32_top1": guard.fp32_accuracy, "int8_top1": guard.final.accuracy,
                             "agreement": guard.final.agreement, "snr_db": round(guard.final.snr_db, 1),
                             "kept_float": [k["module"] for k in guard.kept],

@@ -16,7 +16,7 @@ from edgevit.quiet import quiet_converters
 from . import ExportRequest
 
 DEFAULT_OPSET = 20  # 18 is the minimum; 20 (native Gelu) runs faster in ONNX Runtime
-INT8_MODES = ("full",)  # int8 weights and activations (static QDQ)
+INT8_MODES = ("full", "dynamic")  # static QDQ (weights and activations), or dynamic (weights; activations per run)
 # What int8 quantizes (docs/int8.md has the measurements): the layers holding weights, i.e.
 # Conv and the MatMul/Gemm of a Linear. LayerNorm, Softmax, Gelu, the residual Adds, XCA's
 # ReduceL2/Div and the activation-by-activation MatMuls of attention stay float.
@@ -102,14 +102,29 @@ def clean_graph(model):
 
 
 def quantize(source: Path, dest: Path, plan: Int8Plan, request: ExportRequest) -> None:
-    """Static int8 QDQ of the fp32 model at ``source``: weights int8 per channel, symmetric;
-    activations uint8 per tensor, asymmetric (onnxruntime's fast U8S8 kernels on x86), ranges
-    from min/max over the calibration samples; the layers named in ``plan.keep_float`` stay float."""
+    """int8 of the fp32 model at ``source``; ``full``: static QDQ, weights int8 per channel,
+    symmetric, activations uint8 per tensor, asymmetric (onnxruntime's fast U8S8 kernels on
+    x86), ranges from min/max over the calibration samples; ``dynamic``: see
+    :func:`_quantize_dynamic`. The layers named in ``plan.keep_float`` stay float."""
     _, onnx = _imports()
     quantization = require("onnxruntime.quantization", "to quantize ONNX to int8")
-    model = onnx.load(str(source))
-    excluded = _int8_exclusions(model, set(plan.keep_float))
+    excluded = _int8_exclusions(onnx.load(str(source)), set(plan.keep_float))
+    if plan.mode == "dynamic":
+        _quantize_dynamic(quantization, source, dest, excluded)
+    else:
+        _quantize_static(quantization, source, dest, excluded, plan, request)
+    quantized = onnx.load(str(dest))
+    del quantized.graph.value_info[:]  # shape annotations the runtime infers anyway: 3% of an int8 model
+    # float convolutions keep float weights: onnxruntime prepacks a constant weight once, and
+    # a DequantizeLinear in front would make it re-pack on every run (3x slower convolutions)
+    kept = {name for node in quantized.graph.node if node.name in excluded or node.op_type == "Conv"
+            for name in node.input}
+    _store_tables_in_int8(quantized, onnx, kept)
+    onnx.save_model(quantized, str(dest))
 
+
+def _quantize_static(quantization, source: Path, dest: Path, excluded: set[str], plan: Int8Plan,
+                     request: ExportRequest) -> None:
     class Reader(quantization.CalibrationDataReader):
         def __init__(self) -> None:
             self.samples = iter(plan.calibration)
@@ -129,37 +144,51 @@ def quantize(source: Path, dest: Path, plan: Int8Plan, request: ExportRequest) -
             )
     except Exception as exc:
         raise ExportError(f"onnxruntime could not quantize {source.name}: {first_line(exc)}") from None
-    quantized = onnx.load(str(dest))
-    del quantized.graph.value_info[:]  # shape annotations the runtime infers anyway: 3% of an int8 model
-    _store_tables_in_int8(quantized, onnx)
-    onnx.save_model(quantized, str(dest))
 
 
-_TABLE_ELEMENTS = 4096  # float constants this large that feed float ops (position tables) go int8
+_TABLE_ELEMENTS = 4096  # float constants this large that stay float ops' inputs go int8 (position tables)
 
 
-def _store_tables_in_int8(model, onnx) -> None:
+def _store_tables_in_int8(model, onnx, kept: set[str]) -> None:
     """Large float constants left float because their consumer is (an Add of a position
-    table, say) are stored int8, symmetric per tensor, with a DequantizeLinear in front."""
+    table) are stored int8, symmetric, per output channel for ≥2-D tables whose first axis is
+    not 1 and per tensor otherwise, with a DequantizeLinear in front; ``kept`` stay as they are."""
     from onnx import numpy_helper
 
     graph = model.graph
     dequantized = {node.input[0] for node in graph.node if node.op_type == "DequantizeLinear"}
     nodes = []
     for init in graph.initializer:
-        if init.data_type != onnx.TensorProto.FLOAT or init.name in dequantized:
+        if init.data_type != onnx.TensorProto.FLOAT or init.name in dequantized or init.name in kept:
             continue
         table = numpy_helper.to_array(init)
         if table.size < _TABLE_ELEMENTS or not np.all(np.isfinite(table)):
             continue
         name = init.name
-        scale = np.float32(max(float(np.abs(table).max()), 1e-12) / 127)
-        stored = np.clip(np.rint(table / scale), -127, 127).astype(np.int8)
+        per_channel = table.ndim > 1 and table.shape[0] > 1  # a conv's weights: one scale per output channel
+        peak = np.abs(table).reshape(table.shape[0], -1).max(1) if per_channel else np.abs(table).max()
+        scale = (np.maximum(peak, 1e-12) / 127).astype(np.float32)
+        shaped = scale.reshape((-1,) + (1,) * (table.ndim - 1)) if per_channel else scale
+        stored = np.clip(np.rint(table / shaped), -127, 127).astype(np.int8)
         init.CopyFrom(numpy_helper.from_array(stored, f"{name}_int8"))
-        graph.initializer.append(numpy_helper.from_array(np.array(scale, np.float32), f"{name}_int8_scale"))
-        nodes.append(onnx.helper.make_node("DequantizeLinear", [f"{name}_int8", f"{name}_int8_scale"], [name]))
+        graph.initializer.append(numpy_helper.from_array(np.asarray(scale, np.float32), f"{name}_int8_scale"))
+        nodes.append(onnx.helper.make_node("DequantizeLinear", [f"{name}_int8", f"{name}_int8_scale"], [name],
+                                           axis=0))
     for node in reversed(nodes):
         graph.node.insert(0, node)
+
+
+def _quantize_dynamic(quantization, source: Path, dest: Path, excluded: set[str]) -> None:
+    """int8 weights per channel for the MatMuls of Linear layers; onnxruntime quantizes their
+    input on each run and fuses the bias (DynamicQuantizeMatMul). Convolutions stay float:
+    dynamic ConvInteger is slower than fp32 here (docs/int8.md)."""
+    try:
+        with quiet_converters():
+            quantization.quantize_dynamic(str(source), str(dest), op_types_to_quantize=["MatMul"],
+                                          nodes_to_exclude=sorted(excluded), per_channel=True,
+                                          weight_type=quantization.QuantType.QInt8)
+    except Exception as exc:
+        raise ExportError(f"onnxruntime could not quantize {source.name}: {first_line(exc)}") from None
 
 
 def _int8_exclusions(model, keep_float: set[str]) -> set[str]:

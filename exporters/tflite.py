@@ -14,7 +14,7 @@ from edgevit.quiet import quiet_converters
 
 from . import ExportRequest
 
-INT8_MODES = ("full", "weights")  # static int8 (weights and activations), or dynamic range (weights)
+INT8_MODES = ("full", "dynamic")  # static int8 (weights and activations), or dynamic range
 # Only the layers holding weights are quantized (docs/int8.md has the measurements): the
 # stock all-ops recipe ran 2.25x slower than fp32 on edgenext (XNNPACK leaves int8 LayerNorm
 # pieces, GELU, SOFTMAX and DIV to slow reference kernels) and its int8 DIV in XCA's L2 norm
@@ -72,7 +72,7 @@ def _cast_weights_to_fp16(path: Path) -> None:
 def quantize(source: Path, dest: Path, plan: Int8Plan, request: ExportRequest) -> None:
     """int8 through ai-edge-quantizer: ``full`` is static int8 (weights per channel,
     symmetric; activations per tensor from the calibration samples) on the weight layers,
-    float input and output unless ``plan.int8_io``; ``weights`` is dynamic range (int8
+    float input and output unless ``plan.int8_io``; ``dynamic`` is dynamic range (int8
     weights, activations quantized on the fly). ``plan.keep_float`` layers stay float."""
     require("ai_edge_quantizer", "to quantize TFLite to int8")
     from ai_edge_quantizer import qtyping, quantizer
@@ -91,7 +91,11 @@ def quantize(source: Path, dest: Path, plan: Int8Plan, request: ExportRequest) -
                                         weight_granularity=qtyping.QuantGranularity.CHANNELWISE)
                 else:
                     q.add_dynamic_config(regex=".*", operation_name=getattr(ops, op), num_bits=8)
-            for regex in _float_scopes(source) + _layer_scopes(request, plan.keep_float):
+            for regex in _constant_input_scopes(source):  # stored int8, computed in float
+                q.update_quantization_recipe(regex=regex, operation_name=ops.ALL_SUPPORTED,
+                                             algorithm_key=AlgorithmName.NO_QUANTIZE)
+                q.add_weight_only_config(regex=regex, operation_name=ops.ALL_SUPPORTED, num_bits=8)
+            for regex in _layer_scopes(request, plan.keep_float):
                 q.update_quantization_recipe(regex=regex, operation_name=ops.ALL_SUPPORTED,
                                              algorithm_key=AlgorithmName.NO_QUANTIZE)
             calibration = None
@@ -115,9 +119,10 @@ def _signature(path: Path) -> tuple[str, str]:
     return key, signature["inputs"][0]
 
 
-def _float_scopes(path: Path) -> list[str]:
+def _constant_input_scopes(path: Path) -> list[str]:
     """Weight layers whose input is a constant (the converter folded it, e.g. EdgeNeXt's
-    Fourier position features): quantizing their input as a weight breaks the model."""
+    Fourier position features): quantizing that input as an activation breaks the model;
+    both are stored int8 and dequantized to float instead (weight-only)."""
     import re
 
     from ai_edge_litert import schema_py_generated as schema

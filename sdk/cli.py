@@ -210,8 +210,9 @@ def export_command(
     calibration_samples: int = typer.Option(64, "--calibration-samples", help="int8: samples calibrated on."),
     eval_samples: int = typer.Option(256, "--eval-samples", help="int8: held-out samples the guard measures."),
     int8_mode: Optional[str] = typer.Option(
-        None, "--int8-mode", help="int8 scheme: full (onnx, tflite default), weights (tflite; coreml default), "
-                                  "palettize (coreml)."),
+        None, "--int8-mode", help="int8 scheme: full (weights and calibrated activations: onnx, tflite default), "
+                                  "dynamic (int8 weights, activations per run: onnx, tflite), weights (coreml "
+                                  "default), palettize (coreml)."),
     int8_io: bool = typer.Option(False, "--int8-io", help="int8 TFLite: int8 input and output tensors (NPUs)."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Check parity with PyTorch (default on)."),
     reparam: bool = typer.Option(True, "--reparam/--no-reparam",
@@ -264,8 +265,9 @@ def export_command(
                 console.print(Text.assemble((r.target, "bold"), printable(
                     f": wrote {r.path} ({r.size_bytes / 1e6:.2f} MB, {r.seconds:.1f} s, {checked})")))
             elif r.guard is not None and not r.guard.passed:
-                console.print(f"{r.target}: int8 lost more than {r.guard.max_drop:g} points of top-1 even with every "
-                              "ranked layer in float; nothing written", style="bold red")
+                console.print(f"{r.target}: int8 lost more than {r.guard.max_drop:g} points of top-1 even with the "
+                              f"{len(r.guard.kept)} most sensitive layers (a quarter) in float; nothing written",
+                              style="bold red")
             else:
                 console.print(f"{r.target}: parity check failed, nothing written", style="bold red")
 

@@ -95,7 +95,8 @@ class GuardReport:
             "fp32_accuracy": self.fp32_accuracy,
             "top1_agreement": final.agreement if final else None,
             "accuracy": final.accuracy if final else None,
-            "snr_db": final.snr_db if final else None, "drop": final.drop if final else None,
+            "snr_db": final.snr_db if final and np.isfinite(final.snr_db) else None,
+            "drop": final.drop if final else None,
             "float_by_default": self.float_by_default, "kept_float": self.kept,
             "size_bytes": size_bytes, "fp32_size_bytes": self.fp32_size_bytes,
             "trials": len(self.trials),
@@ -133,7 +134,12 @@ def measure(outputs: np.ndarray, reference: np.ndarray, labels: np.ndarray | Non
     if not np.all(np.isfinite(outputs)):
         noise = float("inf")
     signal = float(np.sum(reference ** 2))
-    snr = float("inf") if noise == 0 else (10 * np.log10(signal / noise) if signal > 0 else float("-inf"))
+    if noise == 0:
+        snr = float("inf")
+    elif signal == 0 or not np.isfinite(noise):
+        snr = float("-inf")
+    else:
+        snr = float(10 * np.log10(signal / noise))
     if labels is not None and fp32_accuracy is not None:
         drop = 100 * (fp32_accuracy - accuracy)
     else:
@@ -197,7 +203,7 @@ def quantize_artifact(target: str, exporter: Any, request: Any, staged: Path, jo
     exporter.convert(replace(request, precision="fp32"), float_path)
     held_out = form.from_normalized(job.held_out.inputs)
     say(f"running the model as trained on {len(held_out)} held-out samples")
-    expected = reference(held_out)
+    expected = np.concatenate([reference(held_out[i:i + _BATCH]) for i in range(0, len(held_out), _BATCH)])
     labels = job.held_out.labels
     fp32_accuracy = None if labels is None else float(np.mean(
         np.asarray(expected).reshape(len(held_out), -1).argmax(1) == labels))
@@ -229,6 +235,7 @@ def quantize_artifact(target: str, exporter: Any, request: Any, staged: Path, jo
 
 
 _PROBE_SAMPLES = 32  # held-out samples the sensitivity ranking runs on
+_BATCH = 32  # samples the model as trained runs at once
 
 
 def _remove(path: Path) -> None:

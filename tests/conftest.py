@@ -141,3 +141,40 @@ def plan(trained, tmp_path_factory):
     return edgevit.split(vit, data, 3, devices=devices, budget=0.4, output=out, finetune_epochs=3,
                          fusion_epochs=20, partition="confusion")
 
+
+# --- int8: a model trained on digits, exported in every int8 mode ---
+
+INT8_MODES = [("onnx", "full"), ("onnx", "dynamic"), ("tflite", "full"), ("tflite", "dynamic"),
+              ("coreml", "weights"), ("coreml", "palettize"), ("coreml", "full")]
+
+
+@pytest.fixture(scope="session")
+def digits_model():
+    """edgenext_xx_small trained 4 epochs on digits at 64x64 (about 96% test accuracy)."""
+    import edgevit
+    import torch
+    from edgevit.edvit.data import load_dataset
+    from edgevit.edvit.train import fit
+
+    torch.manual_seed(0)
+    data = load_dataset("digits", SMALL)
+    model = edgevit.create_model("edgenext_xx_small", num_classes=10)
+    fit(model, data.x_train, data.y_train, epochs=4, lr=3e-3, batch_size=64)
+    return model, data
+
+
+def export_int8(model, data, target, out, **options):
+    import edgevit
+
+    return edgevit.export(model, target, out, image_size=SMALL, precision="int8", mean=data.mean, std=data.std,
+                          calibration={"images": data.x_train[:64]},
+                          eval_data={"images": data.x_test, "labels": data.y_test}, **options)
+
+
+@pytest.fixture(scope="session")
+def int8_artifacts(digits_model, tmp_path_factory):
+    """The digits model in every int8 mode of every target (guard at the default 1-point budget)."""
+    model, data = digits_model
+    out = tmp_path_factory.mktemp("int8")
+    return {(target, mode): export_int8(model, data, target, out / mode, int8_mode=mode)
+            for target, mode in INT8_MODES}

@@ -69,6 +69,20 @@ def test_info_predict_and_bench_on_onnx_and_tflite(device_venv, artifacts, photo
     assert [r["median_ms"] > 0 for r in json.loads(bench.stdout)["rows"]] == [True, True]
 
 
+def test_int8_artifacts_run_and_describe_themselves_without_torch(device_venv, int8_artifacts, photo):
+    """ONNX QDQ / dynamic and TFLite int8 load, predict as on the workstation, and info shows
+    the accuracy guard's report from the metadata alone."""
+    for key in (("onnx", "full"), ("onnx", "dynamic"), ("tflite", "full"), ("tflite", "dynamic")):
+        path = str(int8_artifacts[key].path)
+        info = device_cli(device_venv, "info", path)
+        assert info.code == 0 and f"int8 ({key[1]}): guard passed" in info.stdout, (key, info.stderr)
+        here = device_cli(device_venv, "--json", "predict", path, str(photo))
+        assert here.code == 0, (key, here.stderr)
+        got, want = json.loads(here.stdout)["top"], json.loads(run_cli("--json", "predict", path, str(photo)).stdout)["top"]
+        assert [r["class"] for r in got] == [r["class"] for r in want]
+        assert np.allclose([r["score"] for r in got], [r["score"] for r in want], atol=1e-5)
+
+
 def test_workstation_commands_name_the_extra_to_install(device_venv, artifacts, tmp_path):
     result = device_cli(device_venv, "export", "--model", "edgenext_xx_small", "--image-size", str(SMALL),
                         "--output", str(tmp_path / "out"))

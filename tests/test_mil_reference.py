@@ -495,36 +495,18 @@ def test_ios18_block_vector_and_chained_compression_run_as_coremltools_decompres
     _run_compressed(compress_net, mlmodel, f"{kind}-iOS18", ops, weights)
 
 
-def _predict_with_reference_interpreter(self, inputs, output_names, compute_units=None):
-    """coremltools' ModelDebugger.predict_intermediate_outputs without Core ML (it needs
-    macOS): the intermediate values linear_quantize_activations calibrates on, computed by
-    edgevit's interpreter."""
-    from pathlib import Path
-
-    from edgevit.runtimes.mil_program import WeightFile
-    from edgevit.runtimes.mil_reference import MilInterpreter
-
-    spec = type(self.model_info.spec)()
-    spec.CopyFrom(self.model_info.spec)
-    main = spec.mlProgram.functions["main"]
-    main.block_specializations[main.opset].outputs.extend(output_names)
-    model_dir = Path(self.weights_dir).parent
-    return MilInterpreter(spec, model_dir, WeightFile(model_dir, model_dir)).run(inputs)
-
-
 @pytest.mark.parametrize("target", ["iOS17", "iOS18"])
-def test_w8a8_runs_as_coremltools_decompresses_it(compress_net, target, monkeypatch):
+def test_w8a8_runs_as_coremltools_decompresses_it(compress_net, target):
     """Activations quantized (calibrated here by the interpreter), then weights: quantize and
     dequantize around every conv and linear. coremltools inserts fp16 scales, so W8A8 needs
     an fp16 program."""
-    from coremltools.optimize.coreml.experimental._model_debugger import ModelDebugger
+    from edgevit.exporters.coreml import calibration_by_interpreter
     from edgevit.quiet import quiet_converters
 
-    monkeypatch.setattr(ModelDebugger, "predict_intermediate_outputs", _predict_with_reference_interpreter)
     cto = compress_net.ct.optimize.coreml
     samples = [{"input": compress_net.x}] + [{"input": rng.standard_normal((1, 3, 32, 32)).astype(np.float32)}
                                              for _ in range(3)]
-    with quiet_converters():
+    with quiet_converters(), calibration_by_interpreter():
         a8 = cto.linear_quantize_activations(
             compress_net.convert(target, "fp16"),
             cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(mode="linear_symmetric")), samples)
