@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+
 from edgevit.errors import EdgeVitError, ExportError, InputError, first_line
 from edgevit.metadata import METADATA_KEY, ArtifactMetadata
 from edgevit.quantization import Int8Plan
 from edgevit.quiet import quiet_converters
+
 from edgevit.runtimes.coreml import import_coremltools
 
 from . import ExportRequest

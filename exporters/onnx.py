@@ -146,7 +146,7 @@ def _quantize_static(quantization, source: Path, dest: Path, excluded: set[str],
         raise ExportError(f"onnxruntime could not quantize {source.name}: {first_line(exc)}") from None
 
 
-_TABLE_ELEMENTS = 4096  # float constants this large that stay float ops' inputs go int8 (position tables)
+_TABLE_ELEMENTS = 4096  # float constants this large that feed float ops (position tables) are stored int8
 
 
 def _store_tables_in_int8(model, onnx, kept: set[str]) -> None:

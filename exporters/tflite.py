@@ -80,7 +80,7 @@ def quantize(source: Path, dest: Path, plan: Int8Plan, request: ExportRequest) -
 
     ops = qtyping.TFLOperationName
     named = dest.with_name("named-" + source.name)
-    outputs = _name_output_layers(source, named)
+    outputs, constant_input = _name_output_layers(source, named)
     try:
         with quiet_converters():
             q = quantizer.Quantizer(str(named))
@@ -91,7 +91,7 @@ def quantize(source: Path, dest: Path, plan: Int8Plan, request: ExportRequest) -
                                         weight_granularity=qtyping.QuantGranularity.CHANNELWISE)
                 else:
                     q.add_dynamic_config(regex=".*", operation_name=getattr(ops, op), num_bits=8)
-            for regex in _constant_input_scopes(source):  # stored int8, computed in float
+            for regex in constant_input:  # stored int8, computed in float
                 q.update_quantization_recipe(regex=regex, operation_name=ops.ALL_SUPPORTED,
                                              algorithm_key=AlgorithmName.NO_QUANTIZE)
                 q.add_weight_only_config(regex=regex, operation_name=ops.ALL_SUPPORTED, num_bits=8)
@@ -119,26 +119,30 @@ def _signature(path: Path) -> tuple[str, str]:
     return key, signature["inputs"][0]
 
 
-def _constant_input_scopes(path: Path) -> list[str]:
+def _constant_input_scopes(model) -> list[str]:
     """Weight layers whose input is a constant (the converter folded it, e.g. EdgeNeXt's
     Fourier position features): quantizing that input as an activation breaks the model;
     both are stored int8 and dequantized to float instead (weight-only)."""
     import re
 
+    graph = model.subgraphs[0]
+    return [re.escape(_text(graph.tensors[op.outputs[0]].name)) + ";" for op in _weight_ops(model)
+            if model.buffers[graph.tensors[op.inputs[0]].buffer].data is not None]
+
+
+def _weight_ops(model) -> list:
+    """The FULLY_CONNECTED / CONV_2D / DEPTHWISE_CONV_2D operators of the main graph."""
     from ai_edge_litert import schema_py_generated as schema
 
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(path.read_bytes(), 0))
-    graph = model.subgraphs[0]
     codes = {getattr(schema.BuiltinOperator, name) for name in INT8_OPS}
-    scopes = []
-    for op in graph.operators:
-        code = model.operatorCodes[op.opcodeIndex]
-        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
-        first = graph.tensors[op.inputs[0]]
-        if builtin in codes and model.buffers[first.buffer].data is not None:
-            name = graph.tensors[op.outputs[0]].name
-            scopes.append(re.escape(name.decode() if isinstance(name, bytes) else name) + ";")
-    return scopes
+    operator_codes = model.operatorCodes
+    return [op for op in model.subgraphs[0].operators
+            if max(operator_codes[op.opcodeIndex].builtinCode, operator_codes[op.opcodeIndex].deprecatedBuiltinCode)
+            in codes]
+
+
+def _text(name) -> str:
+    return name.decode() if isinstance(name, bytes) else name
 
 
 def _layer_scopes(request: ExportRequest, names: tuple[str, ...]) -> list[str]:
@@ -177,7 +181,7 @@ def write_metadata(path: Path, metadata: ArtifactMetadata) -> None:
     model = _unpack(raw)
     payloads = {METADATA_KEY: metadata.to_json().encode("utf-8"), STANDARD_METADATA_KEY: standard_metadata(metadata)}
     entries = [m for m in (model.metadata or [])
-               if (m.name.decode() if isinstance(m.name, bytes) else m.name) not in payloads]
+               if _text(m.name) not in payloads]
     for name, payload in payloads.items():
         buffer = schema.BufferT()
         buffer.data = np.frombuffer(payload, dtype=np.uint8)
@@ -212,25 +216,21 @@ def _pack(model, size_hint: int) -> bytes:
     return bytes(builder.Output())
 
 
-def _name_output_layers(source: Path, dest: Path) -> list[str]:
+def _name_output_layers(source: Path, dest: Path) -> tuple[list[str], list[str]]:
     """Copy ``source`` to ``dest`` with each graph output made by a weight layer named after
     that layer's weight (``...Linear_head;out``), so that the layer can be addressed by its
-    scope like every other; return the graph output names, to be given back afterwards."""
-    from ai_edge_litert import schema_py_generated as schema
-
+    scope like every other; return the graph output names, to be given back afterwards, and
+    the scopes of the constant-input layers (:func:`_constant_input_scopes`)."""
     raw = source.read_bytes()
     model = _unpack(raw)
     graph = model.subgraphs[0]
-    names = [graph.tensors[i].name for i in graph.outputs]
-    codes = {getattr(schema.BuiltinOperator, name) for name in INT8_OPS}
-    for op in graph.operators:
-        code = model.operatorCodes[op.opcodeIndex]
-        if max(code.builtinCode, code.deprecatedBuiltinCode) in codes and op.outputs[0] in graph.outputs \
-                and len(op.inputs) > 1:
-            weight = graph.tensors[op.inputs[1]].name
-            graph.tensors[op.outputs[0]].name = (weight.decode() if isinstance(weight, bytes) else weight) + "out"
+    names = [_text(graph.tensors[i].name) for i in graph.outputs]
+    constant_input = _constant_input_scopes(model)
+    for op in _weight_ops(model):
+        if op.outputs[0] in graph.outputs and len(op.inputs) > 1:
+            graph.tensors[op.outputs[0]].name = _text(graph.tensors[op.inputs[1]].name) + "out"
     dest.write_bytes(_pack(model, len(raw)))
-    return [n.decode() if isinstance(n, bytes) else n for n in names]
+    return names, constant_input
 
 
 def _short_tensor_names(raw: bytes, outputs: list[str]) -> bytes:

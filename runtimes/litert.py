@@ -6,6 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+
 from edgevit.errors import ArtifactError, MissingDependencyError, first_line
 from edgevit.metadata import METADATA_KEY
 from edgevit.quiet import quiet_converters

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any, List, Optional
 
 import typer
-from edgevit.errors import printable
 from rich.text import Text
+
+from edgevit.errors import printable
 
 app = typer.Typer(
     name="edgevit",
@@ -545,7 +546,8 @@ def bench_command(
     _emit(report.to_dict(), human)
 
 
-from . import cli_split  # noqa: F401  (registers the ED-ViT commands: train, split)
+from . import cli_split  # noqa: E402,F401  (registers the ED-ViT commands: train, split)
+
 
 # flags of the whole program, accepted before or after the command
 GLOBAL_FLAGS = ("--json", "--quiet", "-q", "--debug", "--version")

@@ -18,13 +18,7 @@ from .models.registry import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, get_spec
 from .optional import require
 from .parity import ParityReport, check_parity, parity_inputs, structural_report
 from .paths import artifact_size, ensure_writable_dir, publish, staged_path
-from .quantization import (
-    DEFAULT_MAX_DROP,
-    GuardReport,
-    Int8Job,
-    Int8Options,
-    quantize_artifact,
-)
+from .quantization import DEFAULT_MAX_DROP, GuardReport, Int8Job, Int8Options, quantize_artifact
 
 Progress = Callable[[str], None]
 
@@ -145,17 +139,13 @@ def export_model(
     (:mod:`edgevit.quantization`) measures the artifact on ``eval_data`` (default: the
     calibration data's samples after the first ``calibration_samples``) and keeps the most
     sensitive layers in float until the top-1 drop is at most ``max_drop`` points, or writes
-    nothing. ``int8_mode`` picks the target's scheme (``full``, ``weights``, ``palettize``);
+    nothing. ``int8_mode`` picks the target's scheme (``full``, ``dynamic``, ``weights``,
+    ``palettize``);
     ``int8_io`` gives TFLite int8 input and output tensors.
     """
     torch = require("torch", "to export models")
 
-    from edgevit.exporters import (
-        PRECISIONS,
-        ExportRequest,
-        exporter_module,
-        resolve_targets,
-    )
+    from edgevit.exporters import PRECISIONS, ExportRequest, exporter_module, resolve_targets
     from edgevit.runtimes.loader import load
 
     from .artifact_module import artifact_module
@@ -172,10 +162,8 @@ def export_model(
         raise InputError("native attention ops (ai.edgevit nodes) are an ONNX export option: use --target onnx")
     for tgt in targets:  # a missing converter is reported before any long work starts
         exporter_module(tgt).check_dependencies()
-    int8 = Int8Options(calibration, eval_data, max_drop, calibration_samples, eval_samples, int8_mode, int8_io) \
-        if precision == "int8" else None
-    check_int8_options(int8, targets, calibration is not None or eval_data is not None or int8_io
-                       or int8_mode is not None)
+    int8 = Int8Options(calibration, eval_data, max_drop, calibration_samples, eval_samples, int8_mode, int8_io)
+    check_int8_options(int8, precision, targets)
     spec, module, name = _resolve_model(model, weights, say)
     shape = model_input_shape(module, spec, name, image_size, image)
     finals = {t: output_path(output, name, t, precision) for t in targets}
@@ -189,7 +177,8 @@ def export_model(
     if class_labels is not None and len(class_labels) != (classes := _num_classes(module, shape)):
         raise InputError(f"{len(class_labels)} labels given, but {name} has {classes} classes")
 
-    job = int8_job(int8, shape, mean, std, spec.crop_pct if spec else 0.875, class_labels, say) if int8 else None
+    job = int8_job(int8, shape, mean, std, spec.crop_pct if spec else 0.875, class_labels, say) \
+        if precision == "int8" else None
     generator = torch.Generator().manual_seed(seed)
     example = torch.randn(*shape, generator=generator)
     checks = parity_inputs(shape, num_inputs, seed)
@@ -231,12 +220,12 @@ def export_model(
     return results
 
 
-def check_int8_options(int8: Int8Options | None, targets: Sequence[str], asked: bool) -> None:
+def check_int8_options(int8: Int8Options, precision: str, targets: Sequence[str]) -> None:
     """Refuse int8 options without int8, int8 without calibration data, and unknown modes."""
     from edgevit.exporters import exporter_module
 
-    if int8 is None:
-        if asked:
+    if precision != "int8":
+        if int8.calibration is not None or int8.eval is not None or int8.mode is not None or int8.int8_io:
             raise InputError("--calibration, --eval, --int8-mode and --int8-io go with --precision int8")
         return
     if int8.calibration is None:

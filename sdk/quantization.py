@@ -147,18 +147,18 @@ def measure(outputs: np.ndarray, reference: np.ndarray, labels: np.ndarray | Non
     return agreement, accuracy, snr, drop
 
 
-def guarded_quantize(quantize: Callable[[Int8Plan], Callable[[np.ndarray], np.ndarray]], plan: Int8Plan,
-                     report: GuardReport, held_out: np.ndarray, reference: np.ndarray,
-                     labels: np.ndarray | None, rank: Callable[[], Sequence[Any]],
-                     say: Callable[[str], None]) -> GuardReport:
+def guarded_quantize(quantize: Callable[[Int8Plan], Any], plan: Int8Plan, report: GuardReport,
+                     held_out: np.ndarray, reference: np.ndarray, labels: np.ndarray | None,
+                     rank: Callable[[], Sequence[Any]], say: Callable[[str], None]) -> Any:
     """Quantize with ``plan``; while the drop exceeds the budget, keep the worst-ranked
     layers in float (1, 2, 4, ...) and quantize again. ``quantize(plan)`` writes the artifact
-    and returns a function running one input; ``rank()`` gives layers worst first."""
+    and returns it loaded (a Runtime); ``rank()`` gives layers worst first. Returns the last
+    artifact loaded; ``report`` holds every try."""
     ranking: Sequence[Any] | None = None
     count = 0
     while True:
-        run = quantize(plan)
-        outputs = np.concatenate([np.asarray(run(x[None])).reshape(1, -1) for x in held_out])
+        runtime = quantize(plan)
+        outputs = np.concatenate([np.asarray(runtime.run(x[None])).reshape(1, -1) for x in held_out])
         agreement, accuracy, snr, drop = measure(outputs, reference, labels, report.fp32_accuracy)
         passed = drop <= report.max_drop + 1e-9
         report.trials.append(Trial(list(plan.keep_float), agreement, accuracy, snr, drop, passed))
@@ -166,13 +166,13 @@ def guarded_quantize(quantize: Callable[[Int8Plan], Callable[[np.ndarray], np.nd
             + (f", accuracy {accuracy:.3f}" if accuracy is not None else "")
             + f", SNR {snr:.1f} dB, drop {drop:.2f} points (budget {report.max_drop:g})")
         if passed:
-            return report
+            return runtime
         if ranking is None:
             say("ranking layers by sensitivity (each quantized alone)")
             ranked = list(rank())
             ranking = ranked[:math.ceil(len(ranked) * MAX_FLOAT_FRACTION)]
         if count >= len(ranking):
-            return report
+            return runtime
         count = min(len(ranking), max(1, 2 * count))
         chosen = ranking[:count]
         report.kept = [dict(entry.to_dict(), reason=f"sensitivity rank {i + 1} of {len(ranking)}: output SNR "
@@ -219,7 +219,7 @@ def quantize_artifact(target: str, exporter: Any, request: Any, staged: Path, jo
         say(f"quantizing to int8 ({mode}, {len(plan.calibration)} calibration samples"
             + (f", {len(plan.keep_float)} layer(s) kept float)" if plan.keep_float else ")"))
         exporter.quantize(float_path, staged, plan, request)
-        return load(staged, integrity_check=False).run
+        return load(staged)
 
     def rank():
         from .sensitivity import rank_layers
@@ -228,10 +228,10 @@ def quantize_artifact(target: str, exporter: Any, request: Any, staged: Path, jo
                            weights_only=mode != "full")
 
     try:
-        guarded_quantize(quantize, plan, report, held_out, expected, labels, rank, say)
+        runtime = guarded_quantize(quantize, plan, report, held_out, expected, labels, rank, say)
     finally:
         _remove(float_path)
-    return load(staged), report
+    return runtime, report
 
 
 _PROBE_SAMPLES = 32  # held-out samples the sensitivity ranking runs on

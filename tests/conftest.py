@@ -142,9 +142,9 @@ def plan(trained, tmp_path_factory):
                          fusion_epochs=20, partition="confusion")
 
 
-# --- int8: a model trained on digits, exported in every int8 mode ---
+# --- int8: a model trained on digits, exported in every (target, int8 mode) pair ---
 
-INT8_MODES = [("onnx", "full"), ("onnx", "dynamic"), ("tflite", "full"), ("tflite", "dynamic"),
+INT8_EXPORTS = [("onnx", "full"), ("onnx", "dynamic"), ("tflite", "full"), ("tflite", "dynamic"),
               ("coreml", "weights"), ("coreml", "palettize"), ("coreml", "full")]
 
 
@@ -177,4 +177,4 @@ def int8_artifacts(digits_model, tmp_path_factory):
     model, data = digits_model
     out = tmp_path_factory.mktemp("int8")
     return {(target, mode): export_int8(model, data, target, out / mode, int8_mode=mode)
-            for target, mode in INT8_MODES}
+            for target, mode in INT8_EXPORTS}

@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 
-from .conftest import INT8_MODES, SMALL, assert_clean_failure, export_int8, run_cli
+from .conftest import INT8_EXPORTS, SMALL, assert_clean_failure, export_int8, run_cli
 
 TARGETS = ("onnx", "tflite", "coreml")
 # (target, int8 mode) -> the least fp32 size / int8 size measured for this 10-class model.
@@ -24,7 +24,7 @@ MIN_SIZE_RATIO = {("onnx", "full"): 3.5, ("onnx", "dynamic"): 2.8, ("tflite", "f
                   ("coreml", "full"): 3.3}
 
 
-@pytest.mark.parametrize("target, mode", INT8_MODES)
+@pytest.mark.parametrize("target, mode", INT8_EXPORTS)
 def test_int8_meets_the_budget_and_is_much_smaller(int8_artifacts, target, mode):
     result = int8_artifacts[(target, mode)]
     guard = result.guard
