@@ -36,7 +36,9 @@ class CMakeBuild(build_ext):
         target = Path(self.get_ext_fullpath(ext.name)).resolve()
         build = Path(self.build_temp).resolve() / "cmake"
         build.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["cmake", "-S", str(ROOT), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
+        # a compiler without make (e.g. only g++ installed): Ninja, from the build requirements
+        generator = ["-G", "Ninja"] if shutil.which("make") is None and shutil.which("ninja") else []
+        subprocess.run(["cmake", "-S", str(ROOT), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release", *generator,
                         f"-DPython_EXECUTABLE={sys.executable}", f"-Dnanobind_DIR={nanobind.cmake_dir()}"],
                        check=True)
         subprocess.run(["cmake", "--build", str(build), "-j", str(os.cpu_count() or 1)], check=True)

@@ -111,6 +111,21 @@ class Runtime(ABC):
             raise InputError(f"input holds NaN or infinite values ({spec.name!r})")
         return np.ascontiguousarray(x)
 
+    def prepare(self, image: Any, resize: str = "crop") -> np.ndarray:
+        """An RGB image (a file path, a PIL image or an H x W x 3 uint8 array, e.g. a camera
+        frame) as this artifact's first input, framed as ``edgevit predict`` frames a photo
+        (``resize``: see :func:`edgevit.preprocess.load_pixels`) in the input form its metadata
+        records."""
+        from edgevit.input_form import InputForm
+        from edgevit.preprocess import frame_array, load_pixels
+
+        form = InputForm.of(self.metadata, image_input=self.inputs[0].image)
+        size = form.image_size(self.inputs[0].shape)
+        crop_pct = self.metadata.crop_pct if self.metadata else 0.875
+        if isinstance(image, (str, Path)):
+            return form.from_pixels(load_pixels(image, size, crop_pct, resize))
+        return form.from_pixels(frame_array(image, size, crop_pct, resize))
+
     @abstractmethod
     def _run(self, x: np.ndarray) -> np.ndarray:
         """Backend-specific execution on a validated input."""

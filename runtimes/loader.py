@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,13 @@ def load(path: str | Path, *, runtime: str = "auto", threads: int | None = None,
     factory: Any = importlib.import_module(module_name)
     for part in attr.split("."):
         factory = getattr(factory, part)
+    options = {key: value for key, value in options.items() if value is not None}
+    accepted = inspect.signature(factory).parameters
+    for key in options:
+        if key not in accepted:
+            what = "execution providers apply to ONNX artifacts only" if key == "providers" else \
+                f"option {key!r} does not apply to the {name} runtime"
+            raise EdgeVitError(f"{what} ({path.name})")
     loaded = factory(path, threads=threads, **options)
     for tensor in loaded.inputs:  # benchmarks, parity checks and images are made at this size
         if (size := tensor.nbytes()) > MAX_INPUT_BYTES:

@@ -1,4 +1,6 @@
-"""ONNX Runtime backend (CPU by default; CUDA/TensorRT providers where installed)."""
+"""ONNX Runtime backend: CPU by default; execution providers (TensorRT, CUDA, ...) on request,
+best first, with the providers the session really uses reported (ONNX Runtime itself falls
+back to the CPU without a word when a GPU provider is missing or fails)."""
 
 from __future__ import annotations
 
@@ -6,12 +8,12 @@ import os
 import tempfile
 from collections import Counter
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from edgevit import native_onnx
-from edgevit.errors import ArtifactError, first_line
+from edgevit.errors import ArtifactError, EdgeVitError, first_line
 from edgevit.metadata import METADATA_KEY
 from edgevit.optional import require
 
@@ -38,6 +40,32 @@ def _import_ort():
     return ort
 
 
+CPU = "CPUExecutionProvider"
+# what a Jetson (JetPack's onnxruntime-gpu) offers, best first
+GPU_PROVIDERS = ("tensorrt", "cuda", "cpu")
+
+Provider = Any  # a name ("cuda", "CUDAExecutionProvider") or (name, {option: value})
+
+
+def provider_name(name: str, known: Sequence[str]) -> str:
+    """``"tensorrt"`` / ``"TensorRT"`` / ``"TensorrtExecutionProvider"`` -> ONNX Runtime's name
+    (an EdgeVitError naming the choices for anything ONNX Runtime does not know)."""
+    wanted = str(name).strip().lower()
+    for full in known:
+        if wanted in (full.lower(), full.lower().removesuffix("executionprovider")):
+            return full
+    short = ", ".join(full.removesuffix("ExecutionProvider").lower() for full in known)
+    raise EdgeVitError(f"unknown execution provider {name!r}: choose from {short}")
+
+
+def parse_providers(text: str) -> list[str]:
+    """``"tensorrt,cuda,cpu"`` (the CLI's --providers) -> the list of names, order kept."""
+    names = [part.strip() for part in str(text).split(",") if part.strip()]
+    if not names:
+        raise EdgeVitError("--providers needs at least one name, e.g. --providers cuda,cpu")
+    return names
+
+
 def _tensor_info(arg) -> TensorInfo:
     shape = tuple(d if isinstance(d, int) and d > 0 else None for d in arg.shape)
     return TensorInfo(arg.name, shape, _ORT_DTYPES.get(arg.type, arg.type))
@@ -50,7 +78,9 @@ class OnnxRuntime(Runtime):
     backend = "onnxruntime"
 
     def __init__(self, path: Path, threads: int | None = None,
-                 providers: Sequence[str] | None = None) -> None:
+                 providers: Sequence[Provider] | None = None) -> None:
+        """``providers``: execution providers, best first, each a name or (name, options);
+        those missing from this onnxruntime build are skipped and reported by ``describe()``."""
         super().__init__(path)
         ort = _import_ort()
         self._ort = ort
@@ -61,21 +91,20 @@ class OnnxRuntime(Runtime):
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
-        available = ort.get_available_providers()
-        chosen = [p for p in (providers or ["CPUExecutionProvider"]) if p in available]
+        chosen = self._choose_providers(providers or [CPU])
         # a model given as bytes resolves external data against the working directory: point
         # ONNX Runtime at an empty folder instead, so no file outside the artifact is read
         with tempfile.TemporaryDirectory(prefix="edgevit-no-external-data-") as empty:
             options.add_session_config_entry(_EXTERNAL_DATA_FOLDER, empty)
             try:
-                self.session = ort.InferenceSession(data, options, providers=chosen or None)
+                self.session = ort.InferenceSession(data, options, providers=chosen)
             except Exception as exc:  # InvalidProtobuf, Fail, InvalidGraph, ...
                 if "External data" in str(exc):
                     raise ArtifactError(f"cannot load ONNX model {path}: it keeps tensors in external data files, "
                                         "which edgevit does not read (export it as one file)") from None
                 if native_onnx.DOMAIN not in str(exc):
                     raise ArtifactError(f"cannot load ONNX model {path}: {first_line(exc)}") from None
-                self.session = native_onnx.session(path, data, options, chosen or None)  # edgevit's fused attention
+                self.session = native_onnx.session(path, data, options, chosen)  # edgevit's fused attention
         try:
             self.inputs = [_tensor_info(a) for a in self.session.get_inputs()]
             self.outputs = [_tensor_info(a) for a in self.session.get_outputs()]
@@ -88,14 +117,58 @@ class OnnxRuntime(Runtime):
         if METADATA_KEY in props:
             self._read_metadata(props[METADATA_KEY])
         self._note_integrity([data])
+        self._run_failure = ""
+        self.session.disable_fallback()  # ONNX Runtime's own prints to stdout; _run reports instead
         self._run_options = ort.RunOptions()
         self._run_options.log_severity_level = options.log_severity_level
 
+    def _choose_providers(self, providers: Sequence[Provider]) -> list[Provider]:
+        """The requested providers this build has, in order (the CPU last if none is left);
+        ``self.requested`` keeps ONNX Runtime's names of all that were asked for."""
+        known, available = self._ort.get_all_providers(), set(self._ort.get_available_providers())
+        self.requested: list[str] = []
+        chosen: list[Provider] = []
+        for provider in providers:
+            name, options = provider if isinstance(provider, tuple) else (provider, None)
+            full = provider_name(name, known)
+            self.requested.append(full)
+            if full in available:
+                chosen.append((full, dict(options)) if options else full)
+        return chosen or [CPU]
+
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers the session runs on now, best first (ONNX Runtime's names)."""
+        return list(self.session.get_providers())
+
+    @property
+    def fallback(self) -> str:
+        """Why the best requested provider is not in use ("" when it is): not in this build,
+        failed to start, or failed during a run."""
+        if not self.requested or self.requested[0] in self.providers:
+            return ""
+        missing = [name for name in self.requested if name not in self.providers]
+        available = set(self._ort.get_available_providers())
+        why = "; ".join(f"{name} {'failed to start or run' if name in available else 'is not in this onnxruntime build'}"
+                        for name in missing)
+        return self._run_failure or why
+
     def describe(self) -> str:
-        return f"onnxruntime {self._ort.__version__} ({self.session.get_providers()[0]})"
+        used = self.providers[0]
+        note = f"; fell back: {self.fallback}" if self.fallback else ""
+        return f"onnxruntime {self._ort.__version__} ({used}{note})"
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.inputs[0].name: x}, self._run_options)[0]
+        feed = {self.inputs[0].name: x}
+        try:
+            return self.session.run(None, feed, self._run_options)[0]
+        except Exception as exc:
+            if type(exc).__name__ != "EPFail" or self.providers == [CPU]:
+                raise
+            # a GPU provider failed on this input: say so, and run this and later inputs on the CPU
+            self._run_failure = f"{self.providers[0]} failed during a run ({first_line(exc)})"
+            self.session.set_providers([CPU])
+            return self.session.run(None, feed, self._run_options)[0]
 
     def op_census(self) -> dict[str, int]:
         onnx = require("onnx", "to list the operators of .onnx files")

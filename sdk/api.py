@@ -135,6 +135,8 @@ def load(artifact_path: str | Path, *, runtime: str = "auto", threads: int | Non
 
     One changed since edgevit exported it (its content digest is not the recorded one) is
     refused with an ArtifactError unless ``integrity_check`` is False; ``.integrity`` says.
+    ONNX artifacts take ``providers=["tensorrt", "cuda", "cpu"]`` (best first; a name or
+    (name, options)): ``.providers`` and ``describe()`` say which the session really uses.
     """
     from edgevit.runtimes.loader import load as _load
 

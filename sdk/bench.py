@@ -40,6 +40,7 @@ class BenchRow:
     mean_ms: float
     throughput_ips: float  # images per second at the artifact's batch size
     peak_rss_mb: float
+    providers: list[str] | None = None  # ONNX: the execution providers the session really used, best first
 
 
 @dataclass
@@ -56,11 +57,13 @@ def _peak_rss_mb() -> float:
 
 
 def measure(path: str, runtime: str, threads: int | None, runs: int, warmup: int,
-            integrity_check: bool = True) -> dict[str, Any]:
-    """Load and time one artifact in this process."""
-    from edgevit.runtimes.loader import load
+            integrity_check: bool = True, providers: list[str] | None = None) -> dict[str, Any]:
+    """Load and time one artifact in this process (``providers``: for ONNX artifacts only)."""
+    from edgevit.runtimes.loader import artifact_kind, load
 
-    rt = load(path, runtime=runtime, threads=threads, integrity_check=integrity_check)
+    onnx = artifact_kind(path) == "onnx"
+    rt = load(path, runtime=runtime, threads=threads, integrity_check=integrity_check,
+              providers=providers if onnx else None)
     spec = rt.inputs[0]
     shape = tuple(1 if d is None else d for d in spec.shape)
     x = np.random.default_rng(0).standard_normal(shape).astype(spec.dtype)
@@ -78,7 +81,7 @@ def measure(path: str, runtime: str, threads: int | None, runs: int, warmup: int
         size_mb=round(artifact_size(Path(path)) / 1e6, 3),
         median_ms=round(median, 3), p90_ms=round(float(np.percentile(ms, 90)), 3),
         mean_ms=round(float(ms.mean()), 3), throughput_ips=round(shape[0] * 1000 / median, 2),
-        peak_rss_mb=round(_peak_rss_mb(), 1),
+        peak_rss_mb=round(_peak_rss_mb(), 1), providers=rt.providers if onnx else None,
     )
 
 
@@ -120,9 +123,10 @@ def _worker(answer: str, args_json: str) -> None:
 def benchmark(artifact_paths: Sequence[str | Path], *, runs: int = 50, warmup: int = 5,
               threads: int | None = None, runtime: str = "auto", isolate: bool = True,
               timeout: float = 600.0, progress: Callable[[str], None] | None = None,
-              integrity_check: bool = True) -> BenchReport:
+              integrity_check: bool = True, providers: Sequence[str] | None = None) -> BenchReport:
     """Measure every artifact (in its own process unless ``isolate`` is False); artifacts
-    changed since export are refused unless ``integrity_check`` is False."""
+    changed since export are refused unless ``integrity_check`` is False. ``providers``:
+    ONNX Runtime execution providers for the ONNX artifacts, best first (each row says which ran)."""
     if runs < 1 or warmup < 0:
         raise InputError("runs must be >= 1 and warmup >= 0")
     if threads is not None and threads < 1:
@@ -131,7 +135,7 @@ def benchmark(artifact_paths: Sequence[str | Path], *, runs: int = 50, warmup: i
     for path in artifact_paths:
         if progress:
             progress(f"benchmarking {path}")
-        args = (str(path), runtime, threads, runs, warmup, integrity_check)
+        args = (str(path), runtime, threads, runs, warmup, integrity_check, list(providers) if providers else None)
         row = _measure_isolated(args, timeout) if isolate else measure(*args)
         report.rows.append(BenchRow(**row))
     return report

@@ -332,6 +332,17 @@ def verify_command(
         raise typer.Exit(1)
 
 
+PROVIDERS = typer.Option(None, "--providers", metavar="LIST",
+                         help="ONNX Runtime execution providers, best first, e.g. tensorrt,cuda,cpu "
+                              "(the one really used is reported).")
+
+
+def _providers(text: Optional[str]) -> Optional[list[str]]:
+    from edgevit.runtimes.onnxruntime import parse_providers
+
+    return None if text is None else parse_providers(text)
+
+
 @app.command("predict")
 def predict_command(
     artifact: Path = typer.Argument(..., help="An .onnx, .tflite or .mlpackage file."),
@@ -340,6 +351,7 @@ def predict_command(
     labels: Optional[Path] = typer.Option(None, "--labels", help="Class labels, one per line."),
     runtime: str = typer.Option("auto", "--runtime", help="Runtime to run the artifact with."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Runtime threads."),
+    providers: Optional[str] = PROVIDERS,
     resize: str = typer.Option("crop", "--resize",
                                help="crop: the model zoo's center crop; stretch: the whole image, as MediaPipe does."),
     no_integrity_check: bool = NO_INTEGRITY_CHECK,
@@ -348,7 +360,7 @@ def predict_command(
     from edgevit.predict import predict
 
     result = predict(artifact, input_path, top_k=top_k, labels=labels, runtime=runtime, threads=threads,
-                     integrity_check=not no_integrity_check, resize=resize)
+                     integrity_check=not no_integrity_check, resize=resize, providers=_providers(providers))
 
     def human() -> None:
         from rich.table import Table
@@ -517,6 +529,7 @@ def bench_command(
     warmup: int = typer.Option(5, "--warmup", help="Untimed runs first."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Runtime threads (default: the runtime's)."),
     runtime: str = typer.Option("auto", "--runtime", help="Runtime to use."),
+    providers: Optional[str] = PROVIDERS,
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG chart here."),
     no_integrity_check: bool = NO_INTEGRITY_CHECK,
 ) -> None:
@@ -526,7 +539,8 @@ def bench_command(
 
     with _Progress() as progress:
         report = benchmark(artifacts, runs=runs, warmup=warmup, threads=threads, runtime=runtime,
-                           progress=progress, integrity_check=not no_integrity_check)
+                           progress=progress, integrity_check=not no_integrity_check,
+                           providers=_providers(providers))
     if plot is not None:
         plot_report(report, plot)
 
@@ -534,12 +548,18 @@ def bench_command(
         from rich.table import Table
 
         table = Table(title=f"edgevit bench ({runs} runs after {warmup} warm-up, batch 1)")
-        for col in ("artifact", "runtime", "threads", "size MB", "median ms", "p90 ms", "img/s", "peak RSS MB"):
+        for col in ("artifact", "runtime", "provider", "threads", "size MB", "median ms", "p90 ms", "img/s",
+                    "peak RSS MB"):
             table.add_column(col, overflow="fold")
         for r in report.rows:
-            table.add_row(Path(r.artifact).name, r.backend.split(" (")[0], str(r.threads or "default"), f"{r.size_mb:.2f}",
-                          f"{r.median_ms:.2f}", f"{r.p90_ms:.2f}", f"{r.throughput_ips:.1f}", f"{r.peak_rss_mb:.0f}")
+            provider = r.providers[0].removesuffix("ExecutionProvider") if r.providers else ""
+            table.add_row(Path(r.artifact).name, r.backend.split(" (")[0], provider, str(r.threads or "default"),
+                          f"{r.size_mb:.2f}", f"{r.median_ms:.2f}", f"{r.p90_ms:.2f}", f"{r.throughput_ips:.1f}",
+                          f"{r.peak_rss_mb:.0f}")
         _console().print(table)
+        for r in report.rows:
+            if "fell back" in r.backend:
+                _console().print(f"{Path(r.artifact).name}: {r.backend.split('; ', 1)[1].rstrip(')')}")
         if plot is not None:
             _console().print(f"chart: {plot}")
 

@@ -35,11 +35,13 @@ class OutputPathError(EdgeVitError):
 class MissingDependencyError(EdgeVitError):
     """An optional dependency is not installed; the message names the extra to install."""
 
-    def __init__(self, package: str, extra: str, purpose: str = "") -> None:
+    def __init__(self, package: str, extra: str | None, purpose: str = "") -> None:
+        """``extra`` None: a package no extra brings (``purpose`` then says how to get it)."""
         self.package = package
         self.extra = extra
         what = f" (needed {purpose})" if purpose else ""
-        super().__init__(f"{package} is not installed{what}: {install_hint(extra)}")
+        hint = f": {install_hint(extra)}" if extra else ""
+        super().__init__(f"{package} is not installed{what}{hint}")
 
 
 # extras whose packages need torch, which must be installed first as torch==2.13.0 (README)

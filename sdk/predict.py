@@ -11,19 +11,14 @@ from .errors import InputError
 
 
 def _read_input(path: Path, runtime, resize: str = "crop") -> np.ndarray:
-    """``path`` (an image, or a .npy array) as ``runtime``'s first input: an image is resized
-    (``resize``: "crop" or "stretch", see :func:`edgevit.preprocess.load_pixels`) and put in the
-    artifact's input form (layout, pixels or normalized) that its metadata records."""
-    from .input_form import InputForm
-    from .preprocess import load_pixels, read_npy
+    """``path`` (an image, or a .npy array) as ``runtime``'s first input (an image framed by
+    :meth:`~edgevit.runtimes.base.Runtime.prepare`)."""
+    from .preprocess import read_npy
 
     spec = runtime.inputs[0]
     if path.suffix.lower() == ".npy":
         return read_npy(path, [spec.shape], spec.dtype, repr(spec.name))
-    meta = runtime.metadata
-    form = InputForm.of(meta, image_input=spec.image)
-    size = form.image_size(spec.shape)
-    return form.from_pixels(load_pixels(path, size, meta.crop_pct if meta else 0.875, resize))
+    return runtime.prepare(path, resize)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -34,7 +29,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def predict(artifact: str | Path, input_path: str | Path, *, top_k: int = 5, labels: Any = None,
             runtime: str = "auto", threads: int | None = None, integrity_check: bool = True,
-            resize: str = "crop") -> dict[str, Any]:
+            resize: str = "crop", providers: Any = None) -> dict[str, Any]:
     """Top-k classes of the first input in the batch.
 
     Each class has its ``score`` (the artifact's own output: a logit, or a probability when
@@ -47,20 +42,24 @@ def predict(artifact: str | Path, input_path: str | Path, *, top_k: int = 5, lab
 
     if top_k < 1:
         raise InputError("--top-k must be at least 1")
-    rt = load(artifact, runtime=runtime, threads=threads, integrity_check=integrity_check)
+    rt = load(artifact, runtime=runtime, threads=threads, integrity_check=integrity_check, providers=providers)
     x = _read_input(Path(input_path), rt, resize)
     scores = np.asarray(rt.run(x), dtype=np.float64).reshape(x.shape[0], -1)[0]
-    meta = rt.metadata
-    probs = scores if meta is not None and meta.output_kind == "probabilities" else softmax(scores)
-    names = read_labels(labels) or (meta.labels if meta else None)
-    order = np.argsort(-scores, kind="stable")[:top_k]
     return {
         "artifact": str(artifact),
         "backend": rt.describe(),
         "resize": resize,
-        "top": [
-            {"class": int(i), "label": names[i] if names and i < len(names) else None,
-             "score": float(scores[i]), "probability": float(probs[i])}
-            for i in order
-        ],
+        "top": top_classes(scores, top_k, read_labels(labels) or (rt.metadata.labels if rt.metadata else None),
+                           rt.metadata.output_kind if rt.metadata else "logits"),
     }
+
+
+def top_classes(scores: np.ndarray, top_k: int = 5, labels: Any = None, output_kind: str = "logits"
+                ) -> list[dict[str, Any]]:
+    """The ``top_k`` classes of one row of scores, best first: index, label (from ``labels``),
+    score and probability (softmax of logits; the score itself for ``output_kind`` "probabilities")."""
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    probs = scores if output_kind == "probabilities" else softmax(scores)
+    order = np.argsort(-scores, kind="stable")[:top_k]
+    return [{"class": int(i), "label": labels[i] if labels and i < len(labels) else None,
+             "score": float(scores[i]), "probability": float(probs[i])} for i in order]

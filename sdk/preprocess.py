@@ -42,6 +42,25 @@ def load_pixels(path: str | Path, size: tuple[int, int], crop_pct: float = 0.875
         raise InputError(f"cannot read image {path}: {exc}") from None
 
 
+def frame_array(image, size: tuple[int, int], crop_pct: float = 0.875, resize: str = "crop") -> np.ndarray:
+    """A PIL image or an RGB(A) / grayscale uint8 array (H x W [x 3|4]: a camera or video
+    frame) as (1, 3, H, W) float32 RGB 0-255, resized as :func:`load_pixels` says."""
+    if resize not in RESIZE_MODES:
+        raise InputError(f"unknown resize {resize!r}: choose {' or '.join(RESIZE_MODES)}")
+    require("PIL", "to read images")
+    from PIL import Image
+
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)) \
+                or 0 in image.shape:
+            raise InputError(f"a frame must be an H x W x 3 (RGB) uint8 array, got {image.dtype} "
+                             f"{'x'.join(map(str, image.shape))}")
+        image = Image.fromarray(np.ascontiguousarray(image))
+    elif not isinstance(image, Image.Image):
+        raise InputError(f"an image must be a path, a PIL image or a uint8 array, not {type(image).__name__}")
+    return frame_pixels(image, size, crop_pct, resize)
+
+
 def frame_pixels(img, size: tuple[int, int], crop_pct: float = 0.875, resize: str = "crop") -> np.ndarray:
     """A PIL image as (1, 3, H, W) float32 RGB 0-255, resized as :func:`load_pixels` says."""
     from PIL import Image

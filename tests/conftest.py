@@ -178,3 +178,30 @@ def int8_artifacts(digits_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("int8")
     return {(target, mode): export_int8(model, data, target, out / mode, int8_mode=mode)
             for target, mode in INT8_EXPORTS}
+
+
+# --- venvs built from this repository (the wheel built once): what users install ---
+
+@pytest.fixture(scope="session")
+def edgevit_wheel(tmp_path_factory) -> Path:
+    from .venvs import build_wheel
+
+    return build_wheel(tmp_path_factory.mktemp("wheel"))
+
+
+@pytest.fixture(scope="session")
+def device_venv(edgevit_wheel, tmp_path_factory) -> Path:
+    """The device profile: ``pip install "edgevit-*.whl[onnx,tflite]"``, no torch."""
+    from .venvs import make_venv
+
+    return make_venv(tmp_path_factory.mktemp("device") / "venv", f"{edgevit_wheel}[onnx,tflite]")
+
+
+@pytest.fixture(scope="session")
+def tflite_runtime_venv(edgevit_wheel, tmp_path_factory) -> Path:
+    """What many Raspberry Pi images carry: tflite-runtime (which needs numpy < 2) and edgevit
+    without extras; no ai-edge-litert, no torch."""
+    from .venvs import make_venv
+
+    return make_venv(tmp_path_factory.mktemp("tflite-runtime") / "venv", "numpy<2", "tflite-runtime",
+                     str(edgevit_wheel))

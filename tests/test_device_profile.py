@@ -1,40 +1,23 @@
-"""The device profile as users install it: a fresh venv, ``pip install ".[onnx,tflite]"`` from
-this repository, no torch. Every device command works there, and the ones that need the
+"""The device profile as users install it: a fresh venv with ``pip install
+"edgevit-*.whl[onnx,tflite]"`` (the wheel built from this repository), no torch. Every device command works there, and the ones that need the
 workstation say which extra to install."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from .conftest import SMALL, CliResult, assert_clean_failure, run_cli
+from .venvs import venv_run
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def device_venv(tmp_path_factory) -> Path:
-    """A venv with only what ``pip install ".[onnx,tflite]"`` brings (native kernels built too)."""
-    venv = tmp_path_factory.mktemp("device") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", f"{ROOT}[onnx,tflite]"],
-                         capture_output=True, text=True, timeout=1200)
-    assert pip.returncode == 0, pip.stderr[-3000:]
-    return venv
-
-
 def device_cli(venv: Path, *args: str, cwd: Path | None = None) -> CliResult:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "EDGEVIT_DEBUG", "VIRTUAL_ENV")}
-    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
-    proc = subprocess.run([str(venv / "bin" / "edgevit"), *args], capture_output=True, text=True, timeout=600,
-                          env=env, cwd=cwd)
-    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+    return venv_run(venv, "edgevit", *args, cwd=cwd)
 
 
 def test_the_device_venv_has_no_torch_and_consistent_dependencies(device_venv):

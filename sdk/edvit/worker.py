@@ -90,8 +90,8 @@ class SubModelWorker:
         ray = sys.modules.get("ray")  # inside a Ray actor: the node it was placed on
         node = ray.get_runtime_context().get_node_id() if ray is not None and ray.is_initialized() else None
         self.where = {"submodel": spec.name, "device": spec.device, "host": socket.gethostname(), "pid": os.getpid(),
-                      "node": node, "runtime": runtime, "torch_loaded": "torch" in sys.modules,
-                      "worker_id": uuid.uuid4().hex[:12]}
+                      "node": node, "runtime": runtime, "python": sys.executable,
+                      "torch_loaded": "torch" in sys.modules, "worker_id": uuid.uuid4().hex[:12]}
         return dict(self.where)
 
     def run(self, batch: np.ndarray, stop: Callable[[], bool] = lambda: False) -> Batch:

@@ -1,0 +1,333 @@
+"""The board demos as users run them, in venvs built from this repository without torch:
+the Raspberry Pi demo (TFLite, through ai-edge-litert or tflite-runtime with numpy < 2) and
+the Jetson demo (ONNX Runtime: TensorRT, CUDA, then the CPU; here the CPU fallback, which
+must be reported, not silent)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from .conftest import CliResult, run_cli
+from .venvs import venv_run
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+PI_DEMO = EXAMPLES / "raspberry_pi" / "demo.py"
+JETSON_DEMO = EXAMPLES / "jetson" / "demo.py"
+
+
+@pytest.fixture(scope="module")
+def frames(photo, tmp_path_factory) -> Path:
+    """A folder as a camera roll: the photo, a crop of it as PNG, a grayscale copy, and a
+    file that is not an image (skipped)."""
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("frames")
+    shutil.copy(photo, folder / "a_photo.jpg")
+    with Image.open(photo) as img:
+        img.crop((100, 50, 400, 300)).save(folder / "b_crop.png")
+        img.convert("L").save(folder / "c_gray.png")
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def demo_output(result: CliResult) -> tuple[list[dict], dict]:
+    """Per-frame JSON lines and the summary of a ``--json`` demo run."""
+    assert result.code == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    return lines[:-1], lines[-1]["summary"]
+
+
+def assert_demo_failure(result: CliResult, contains: str) -> None:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.code == 2 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0].startswith("demo: error:") and contains in lines[0], lines[0]
+
+
+def predicted(artifact: Path, image: Path) -> list[int]:
+    """The workstation's ``edgevit predict`` top-3 classes for ``image``."""
+    result = run_cli("--json", "predict", str(artifact), str(image), "--top-k", "3")
+    assert result.code == 0, result.stderr
+    return [row["class"] for row in json.loads(result.stdout)["top"]]
+
+
+# --- Raspberry Pi -------------------------------------------------------------------------
+
+def test_pi_demo_classifies_a_folder_of_images_without_torch(device_venv, app_artifacts, frames, tmp_path):
+    artifact = app_artifacts[("edgenext_xx_small", "tflite", "fp32")]
+    save = tmp_path / "scores.npz"
+    rows, summary = demo_output(venv_run(device_venv, "python", PI_DEMO, artifact, "--source", frames,
+                                         "--threads", "2", "--top-k", "3", "--save", save, "--json"))
+    assert [r["frame"] for r in rows] == ["a_photo.jpg", "b_crop.png", "c_gray.png"]
+    for row in rows:  # the same framing as edgevit predict, and the labels packed in the model
+        assert [c["class"] for c in row["top"]] == predicted(artifact, frames / row["frame"])
+        assert row["top"][0]["label"].startswith("label ") and row["latency_ms"] > 0
+    assert summary["frames"] == 3 and summary["fps"] > 0 and summary["median_ms"] > 0
+    assert summary["backend"].startswith("ai-edge-litert")
+    scores = np.load(save)
+    assert list(scores["names"]) == ["a_photo.jpg", "b_crop.png", "c_gray.png"]
+    assert scores["scores"].shape == (3, 1000)
+
+
+def test_pi_demo_reads_an_animated_image_as_a_video_and_stops_at_frames(device_venv, artifacts, photo, tmp_path):
+    from PIL import Image
+
+    with Image.open(photo) as img:
+        shots = [img.rotate(angle).resize((160, 120)) for angle in (0, 10, 20, 30)]
+    clip = tmp_path / "clip.gif"
+    shots[0].save(clip, save_all=True, append_images=shots[1:], duration=40)
+    rows, summary = demo_output(venv_run(device_venv, "python", PI_DEMO, artifacts["tflite"], "--source", clip,
+                                         "--frames", "3", "--json"))
+    assert [r["frame"] for r in rows] == ["clip.gif#0", "clip.gif#1", "clip.gif#2"] and summary["frames"] == 3
+    human = venv_run(device_venv, "python", PI_DEMO, artifacts["tflite"], "--source", clip)
+    assert human.code == 0 and "4 frames on ai-edge-litert" in human.stdout and "frames/s" in human.stdout
+
+
+def test_pi_demo_reads_an_mp4_through_opencv(artifacts, photo, tmp_path):
+    """Video files Pillow cannot read go through OpenCV (here the workstation venv has it)."""
+    import subprocess
+    import sys
+
+    cv2 = pytest.importorskip("cv2")
+    from PIL import Image
+
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (160, 120))
+    with Image.open(photo) as img:
+        for angle in (0, 15, 30):
+            writer.write(np.asarray(img.rotate(angle).resize((160, 120)))[:, :, ::-1].copy())
+    writer.release()
+    proc = subprocess.run([sys.executable, str(PI_DEMO), str(artifacts["tflite"]), "--source", str(video), "--json"],
+                          capture_output=True, text=True, timeout=300)
+    rows, summary = demo_output(CliResult(proc.returncode, proc.stdout, proc.stderr))
+    assert [r["frame"] for r in rows] == ["clip.mp4#0", "clip.mp4#1", "clip.mp4#2"] and summary["frames"] == 3
+
+
+def test_pi_demo_refuses_bad_input_in_one_line(device_venv, artifacts, frames, tmp_path):
+    def pi(*args):
+        return venv_run(device_venv, "python", PI_DEMO, *args)
+
+    model = artifacts["tflite"]
+    assert_demo_failure(pi(model, "--source", tmp_path / "nowhere"), "no such camera, video, folder or image")
+    assert_demo_failure(pi(model), "picamera2 is not installed")  # the default source is the camera
+    assert_demo_failure(pi(artifacts["onnx"], "--source", frames), "runs .tflite artifacts")
+    assert_demo_failure(pi(model, "--source", frames, "--frames", "0"), "--frames must be at least 1")
+    assert_demo_failure(pi(model, "--source", frames, "--threads", "0"), "--threads must be at least 1")
+    assert_demo_failure(pi(model, "--source", tmp_path), "no images in")
+    (tmp_path / "clip.mp4").write_bytes(b"not a video")
+    assert_demo_failure(pi(model, "--source", tmp_path / "clip.mp4"), "opencv-python-headless is not installed")
+    broken = tmp_path / "broken.tflite"
+    broken.write_bytes(model.read_bytes()[:1000])
+    assert_demo_failure(pi(broken, "--source", frames), "broken.tflite")
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    assert_demo_failure(pi(model, "--source", frames, "--save", blocked / "scores.npz"), "file")
+    assert not list(tmp_path.glob("**/*.npz"))
+
+
+# --- tflite-runtime (numpy < 2): what many Raspberry Pi images carry ----------------------
+
+def test_tflite_runtime_venv_has_no_litert_and_numpy_1(tflite_runtime_venv):
+    probe = venv_run(tflite_runtime_venv, "python", "-c",
+                     "import numpy, tflite_runtime, importlib.util as u; "
+                     "print(numpy.__version__, u.find_spec('ai_edge_litert') is None, u.find_spec('torch') is None)")
+    version, no_litert, no_torch = probe.stdout.split()
+    assert probe.code == 0 and version.startswith("1.") and no_litert == no_torch == "True", probe.stderr
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_tflite_runtime_runs_info_predict_and_bench(precision, tflite_runtime_venv, app_artifacts, int8_artifacts,
+                                                    photo, tmp_path):
+    artifact = int8_artifacts[("tflite", "full")].path if precision == "int8" else \
+        app_artifacts[("edgenext_xx_small", "tflite", precision)]
+    info = venv_run(tflite_runtime_venv, "edgevit", "--json", "info", artifact)
+    assert info.code == 0, info.stderr
+    meta = json.loads(info.stdout)
+    assert meta["runtime"].startswith("tflite-runtime 2.") and meta["integrity"]["status"] == "intact"
+    assert meta["metadata"]["precision"] == precision  # edgevit's metadata, read without ai_edge_litert
+    here = venv_run(tflite_runtime_venv, "edgevit", "--json", "predict", artifact, photo)
+    assert here.code == 0, here.stderr
+    workstation = json.loads(run_cli("--json", "predict", str(artifact), str(photo)).stdout)["top"]
+    got = json.loads(here.stdout)["top"]
+    assert [r["class"] for r in got] == [r["class"] for r in workstation]
+    if precision != "int8":  # int8 kernels of tflite-runtime 2.14 and ai-edge-litert 2.x may round a
+        # value one quantization step apart (seen: one top-5 score 0.028 off); the classes must agree
+        assert np.allclose([r["score"] for r in got], [r["score"] for r in workstation], atol=1e-4)
+    bench = venv_run(tflite_runtime_venv, "edgevit", "--json", "bench", artifact, "--runs", "2", "--warmup", "1",
+                     cwd=tmp_path)
+    assert bench.code == 0, bench.stderr
+    (row,) = json.loads(bench.stdout)["rows"]
+    assert row["backend"].startswith("tflite-runtime") and row["median_ms"] > 0
+
+
+def test_pi_demo_runs_through_tflite_runtime(tflite_runtime_venv, int8_artifacts, frames):
+    rows, summary = demo_output(venv_run(tflite_runtime_venv, "python", PI_DEMO,
+                                         int8_artifacts[("tflite", "full")].path, "--source", frames, "--json"))
+    assert len(rows) == 3 and summary["backend"].startswith("tflite-runtime 2.")
+
+
+# --- Jetson: ONNX Runtime execution providers -----------------------------------------------
+
+def test_jetson_demo_falls_back_to_the_cpu_and_says_so(device_venv, artifacts, frames, tmp_path):
+    cache = tmp_path / "trt"
+    result = venv_run(device_venv, "python", JETSON_DEMO, artifacts["onnx"], "--source", frames, "--json",
+                      "--trt-cache", cache)
+    rows, summary = demo_output(result)
+    assert len(rows) == 3 and summary["backend"].startswith("onnxruntime")
+    assert "(CPUExecutionProvider; fell back: TensorrtExecutionProvider is not in this onnxruntime build" \
+        in summary["backend"]
+    note = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(note) == 1 and note[0].startswith("demo: note: running on CPUExecutionProvider"), result.stderr
+    for row in rows:
+        assert [c["class"] for c in row["top"]] == predicted(artifacts["onnx"], frames / row["frame"])[:3]
+    assert not cache.exists()  # no TensorRT here: nothing written for it
+    quiet = venv_run(device_venv, "python", JETSON_DEMO, artifacts["onnx"], "--source", frames, "--providers", "cpu")
+    assert quiet.code == 0 and quiet.stderr.strip() == "" and "(CPUExecutionProvider)" in quiet.stdout
+    assert_demo_failure(venv_run(device_venv, "python", JETSON_DEMO, artifacts["onnx"], "--source", frames,
+                                 "--providers", "cdua"), "unknown execution provider 'cdua'")
+    assert_demo_failure(venv_run(device_venv, "python", JETSON_DEMO, artifacts["tflite"], "--source", frames),
+                        "runs .onnx artifacts")
+
+
+def test_load_reports_the_providers_it_really_uses(artifacts):
+    import edgevit
+    from edgevit.errors import EdgeVitError
+
+    rt = edgevit.load(artifacts["onnx"], providers=["tensorrt", "CUDAExecutionProvider", "cpu"])
+    assert rt.requested == ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert rt.providers == ["CPUExecutionProvider"]
+    assert "fell back: TensorrtExecutionProvider is not in this onnxruntime build" in rt.describe()
+    plain = edgevit.load(artifacts["onnx"])
+    assert plain.fallback == "" and plain.describe().endswith("(CPUExecutionProvider)")
+    with_options = edgevit.load(artifacts["onnx"], providers=[("cuda", {"device_id": 0}), "cpu"])
+    assert with_options.providers == ["CPUExecutionProvider"] and "CUDAExecutionProvider" in with_options.fallback
+    for bad, message in ((["cdua"], "unknown execution provider 'cdua'"),):
+        with pytest.raises(EdgeVitError, match=message):
+            edgevit.load(artifacts["onnx"], providers=bad)
+    with pytest.raises(EdgeVitError, match="execution providers apply to ONNX artifacts only"):
+        edgevit.load(artifacts["tflite"], providers=["cpu"])
+
+
+def test_a_provider_that_fails_during_a_run_is_reported_and_the_cpu_takes_over(artifacts):
+    """ONNX Runtime's own fallback prints to stdout and says nothing afterwards: edgevit's
+    reports which provider now runs, and why."""
+    import edgevit
+
+    rt = edgevit.load(artifacts["onnx"], providers=["cpu"])
+    x = np.zeros((1, 3, 64, 64), np.float32)
+    want = rt.run(x)
+
+    class EPFail(Exception):  # the class onnxruntime raises when an execution provider fails
+        pass
+
+    class FlakyGpuSession:
+        def __init__(self, session):
+            self.session, self.gpu = session, True
+
+        def run(self, *args):
+            if self.gpu:
+                raise EPFail("CUDA failure 700: an illegal memory access was encountered")
+            return self.session.run(*args)
+
+        def get_providers(self):
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"] if self.gpu else ["CPUExecutionProvider"]
+
+        def set_providers(self, providers):
+            assert providers == ["CPUExecutionProvider"]
+            self.gpu = False
+
+    rt.session, rt.requested = FlakyGpuSession(rt.session), ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert rt.fallback == ""
+    np.testing.assert_array_equal(rt.run(x), want)
+    assert rt.providers == ["CPUExecutionProvider"]
+    assert rt.fallback == "CUDAExecutionProvider failed during a run (CUDA failure 700: an illegal memory access " \
+                          "was encountered)"
+
+
+def test_cli_providers_option(artifacts, photo, tmp_path):
+    bench = run_cli("--json", "bench", str(artifacts["onnx"]), str(artifacts["tflite"]), "--providers", "cuda,cpu",
+                    "--runs", "2", "--warmup", "1", cwd=tmp_path)
+    assert bench.code == 0, bench.stderr
+    onnx_row, tflite_row = json.loads(bench.stdout)["rows"]
+    assert onnx_row["providers"] == ["CPUExecutionProvider"] and "fell back: CUDAExecutionProvider" in onnx_row["backend"]
+    assert tflite_row["providers"] is None
+    human = run_cli("bench", str(artifacts["onnx"]), "--providers", "cuda", "--runs", "2", "--warmup", "1", cwd=tmp_path)
+    assert human.code == 0 and "fell back: CUDAExecutionProvider is not in this onnxruntime build" in human.stdout
+    predict = run_cli("--json", "predict", str(artifacts["onnx"]), str(photo), "--providers", "tensorrt,cpu")
+    assert predict.code == 0 and "fell back: TensorrtExecutionProvider" in json.loads(predict.stdout)["backend"]
+    from .conftest import assert_clean_failure
+
+    assert_clean_failure(run_cli("predict", str(artifacts["onnx"]), str(photo), "--providers", "gpu"),
+                         contains="unknown execution provider 'gpu'")
+    assert_clean_failure(run_cli("predict", str(artifacts["tflite"]), str(photo), "--providers", "cpu"),
+                         contains="execution providers apply to ONNX artifacts only")
+    assert_clean_failure(run_cli("predict", str(artifacts["onnx"]), str(photo), "--providers", ","),
+                         contains="--providers needs at least one name")
+
+
+# --- a Raspberry Pi as a Ray worker of a split plan ----------------------------------------
+
+@pytest.fixture(scope="module")
+def pi_worker_venv(edgevit_wheel, tmp_path_factory) -> Path:
+    """What a Pi that hosts sub-models installs: the device profile with LiteRT and Ray (the
+    head's Ray version: Ray refuses to mix versions), no torch."""
+    from importlib.metadata import version
+
+    from .venvs import make_venv
+
+    return make_venv(tmp_path_factory.mktemp("pi-worker") / "venv", f"{edgevit_wheel}[tflite,distributed]",
+                     f"ray=={version('ray')}")
+
+
+def test_a_pi_worker_runs_its_sub_model_of_a_split_plan(pi_worker_venv, plan, trained, tmp_path, monkeypatch):
+    """The head (this venv) offers the 'jetson' device; examples/raspberry_pi/worker.sh joins
+    from the torch-free Pi venv as 'pi'; the plan's pi sub-model must run there. Every node
+    and the driver share the cluster's token (Ray's token authentication, as on real boards)."""
+    import secrets
+    import socket
+    import subprocess
+    import sys
+
+    from .venvs import venv_env
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"127.0.0.1:{port}"
+    token = tmp_path / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+    for key, value in auth.items():
+        monkeypatch.setenv(key, value)  # the driver: edgevit run, below
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    ray = str(Path(sys.executable).parent / "ray")
+    env = {**venv_env(Path(sys.executable).parent.parent), **auth}
+    _, data = trained
+    batch = tmp_path / "batch.npy"
+    np.save(batch, data.x_test[:4])
+    try:
+        head = subprocess.run([ray, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
+                               "--resources", '{"jetson": 1}', "--num-cpus=1", "--include-dashboard=false",
+                               "--disable-usage-stats"], capture_output=True, text=True, timeout=180, env=env)
+        assert head.returncode == 0, head.stderr[-2000:]
+        pi_env = {**venv_env(pi_worker_venv), "RAY_AUTH_TOKEN_PATH": str(token)}
+        pi_env.pop("RAY_AUTH_MODE")  # worker.sh turns token mode on when it finds the token
+        worker = subprocess.run(["bash", str(EXAMPLES / "raspberry_pi" / "worker.sh"), address, "pi",
+                                 "--node-ip-address=127.0.0.1", "--num-cpus=1"],
+                                capture_output=True, text=True, timeout=180, env=pi_env)
+        assert worker.returncode == 0, worker.stderr[-2000:]
+        result = run_cli("--json", "run", "--plan", str(plan.directory), "--backend", "ray", "--address", address,
+                         str(batch), timeout=300)
+        assert result.code == 0, result.stderr
+        answer = json.loads(result.stdout)
+        assert len(answer["predictions"]) == 4
+        on_pi = [w for w in answer["workers"] if w["device"] == "pi"]
+        assert on_pi and all(w["python"] == str(pi_worker_venv / "bin" / "python3") or
+                             Path(w["python"]).parent == pi_worker_venv / "bin" for w in on_pi), on_pi
+        assert not any(w["torch_loaded"] for w in on_pi)
+    finally:
+        subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120, env=env)
