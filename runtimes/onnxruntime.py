@@ -129,7 +129,9 @@ class OnnxRuntime(Runtime):
         self.requested: list[str] = []
         chosen: list[Provider] = []
         for provider in providers:
-            name, options = provider if isinstance(provider, tuple) else (provider, None)
+            name, options = provider if isinstance(provider, tuple) and len(provider) == 2 else (provider, None)
+            if not isinstance(name, str) or not (options is None or isinstance(options, dict)):
+                raise EdgeVitError(f"an execution provider is a name or (name, {{option: value}}), not {provider!r}")
             full = provider_name(name, known)
             self.requested.append(full)
             if full in available:

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator, TextIO
 
 import numpy as np
 
-from .errors import EdgeVitError, InputError, MissingDependencyError
+from .errors import EdgeVitError, InputError, MissingDependencyError, first_line
 from .optional import require
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -113,9 +113,13 @@ def _camera() -> Iterator[Frame]:
         raise MissingDependencyError(
             "picamera2", None, "to read the Raspberry Pi camera: sudo apt install python3-picamera2, and make "
             "the venv with --system-site-packages") from None
-    camera = Picamera2()
-    camera.configure(camera.create_preview_configuration(main={"format": "RGB888", "size": (640, 480)}))
-    camera.start()
+    try:
+        camera = Picamera2()
+        camera.configure(camera.create_preview_configuration(main={"format": "RGB888", "size": (640, 480)}))
+        camera.start()
+    except Exception as exc:  # no camera on the connector, or one that another program holds
+        raise InputError(f"cannot open the Raspberry Pi camera: {first_line(exc)} (is it connected? "
+                         "rpicam-hello tests it)") from None
     try:
         index = 0
         while True:

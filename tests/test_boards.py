@@ -6,6 +6,7 @@ must be reported, not silent)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -205,7 +206,9 @@ def test_load_reports_the_providers_it_really_uses(artifacts):
     assert plain.fallback == "" and plain.describe().endswith("(CPUExecutionProvider)")
     with_options = edgevit.load(artifacts["onnx"], providers=[("cuda", {"device_id": 0}), "cpu"])
     assert with_options.providers == ["CPUExecutionProvider"] and "CUDAExecutionProvider" in with_options.fallback
-    for bad, message in ((["cdua"], "unknown execution provider 'cdua'"),):
+    for bad, message in ((["cdua"], "unknown execution provider 'cdua'"),
+                         ([("cuda", 0)], r"a name or \(name, \{option: value\}\), not \('cuda', 0\)"),
+                         ([("cuda", {}, "x")], "a name or"), ([7], "not 7")):
         with pytest.raises(EdgeVitError, match=message):
             edgevit.load(artifacts["onnx"], providers=bad)
     with pytest.raises(EdgeVitError, match="execution providers apply to ONNX artifacts only"):
@@ -331,3 +334,62 @@ def test_a_pi_worker_runs_its_sub_model_of_a_split_plan(pi_worker_venv, plan, tr
         assert not any(w["torch_loaded"] for w in on_pi)
     finally:
         subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120, env=env)
+
+
+FAKE_PICAMERA2 = '''
+import numpy as np
+
+class Picamera2:
+    """A stand-in for picamera2 (which needs a Pi): frames of the photo, B, G, R in memory as
+    picamera2's "RGB888" gives them; FAIL makes the constructor fail as with no camera."""
+    FAIL = {fail}
+
+    def __init__(self):
+        if self.FAIL:
+            raise RuntimeError("list index out of range")
+        self.frame = np.load({frame!r})
+
+    def create_preview_configuration(self, main):
+        assert main == {{"format": "RGB888", "size": (640, 480)}}
+        return main
+
+    def configure(self, config):
+        pass
+
+    def start(self):
+        pass
+
+    def stop(self):
+        pass
+
+    def capture_array(self):
+        return self.frame[:, :, ::-1].copy()
+'''
+
+
+def test_pi_demo_reads_the_camera_through_picamera2(artifacts, photo, tmp_path):
+    """picamera2 replaced by a stand-in that serves the photo as the Pi camera would (BGR in
+    memory): the demo classifies it exactly as edgevit predict classifies the photo."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(photo).convert("RGB").resize((640, 480)))
+    Image.fromarray(rgb).save(tmp_path / "frame.png")
+    np.save(tmp_path / "frame.npy", rgb)
+
+    def demo(fail: bool) -> CliResult:
+        fake = tmp_path / ("broken" if fail else "camera")
+        fake.mkdir(exist_ok=True)
+        (fake / "picamera2.py").write_text(FAKE_PICAMERA2.format(fail=fail, frame=str(tmp_path / "frame.npy")))
+        proc = subprocess.run([sys.executable, str(PI_DEMO), str(artifacts["tflite"]), "--frames", "2", "--json"],
+                              capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(fake)})
+        return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+    rows, summary = demo_output(demo(fail=False))
+    assert [r["frame"] for r in rows] == ["camera#0", "camera#1"] and summary["frames"] == 2
+    want = json.loads(run_cli("--json", "predict", str(artifacts["tflite"]), str(tmp_path / "frame.png")).stdout)
+    assert [(c["class"], round(c["score"], 5)) for c in rows[0]["top"]] == \
+        [(c["class"], round(c["score"], 5)) for c in want["top"][:3]]  # the colours in RGB order
+    assert_demo_failure(demo(fail=True), "cannot open the Raspberry Pi camera: list index out of range")
