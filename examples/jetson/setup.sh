@@ -13,8 +13,9 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
 VENV="${1:-$HOME/edgevit-venv}"
-sudo apt-get update -qq
-sudo apt-get install -y -qq python3-venv python3-dev g++
+SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv python3-dev g++
 python3 -m venv --system-site-packages "$VENV"
 "$VENV/bin/pip" install -q --upgrade pip
 EDGEVIT="${EDGEVIT_WHEEL:-$REPO}"

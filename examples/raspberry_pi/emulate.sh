@@ -11,7 +11,8 @@
 #    torch references).
 # 3. In the root: builds an edgevit wheel from this checkout (the C++ kernels compiled for
 #    aarch64, through ninja: the root has g++ but no make), installs it with ai-edge-litert
-#    in one venv, with tflite-runtime (numpy<2) in another and with onnxruntime in a third;
+#    (the Pi's setup.sh), with tflite-runtime (numpy<2) and with onnxruntime (the Jetson's
+#    setup.sh, PyPI's CPU build) in three venvs;
 #    runs the Pi demo on the .tflite files in the first two, the Jetson demo (its CPU
 #    fallback) on the .onnx files in the third, and the kernels on the cases.
 # 4. Compares: fp32 logits within 1e-4 of x86, fp16 within the fp16 parity tolerance, int8
@@ -103,11 +104,14 @@ timed "x86: train, export .tflite fp32/fp16/int8 and .onnx fp32/int8, demos, ker
     "$PYTHON" "$HERE/emulation.py" prepare "$WORK"
 timed "copy the checkout and the artifacts into the root" copy_in
 timed "arm64: edgevit wheel (C++ kernels compiled for aarch64)" \
-    inside "python3 -m venv litert && litert/bin/pip wheel -q --no-deps -w dist ./src"
-timed "arm64: venv with ai-edge-litert" inside 'litert/bin/pip install -q "$(ls dist/edgevit-*.whl)[tflite]"'
+    inside "python3 -m venv build && build/bin/pip wheel -q --no-deps -w dist ./src"
+# the boards' own setup scripts make the ai-edge-litert and onnxruntime venvs, from that wheel
+timed "arm64: Raspberry Pi setup.sh (ai-edge-litert, numpy<2)" \
+    inside 'EDGEVIT_WHEEL="$(ls dist/edgevit-*.whl)" src/examples/raspberry_pi/setup.sh /opt/edgevit/litert'
 timed "arm64: venv with tflite-runtime and numpy<2" \
     inside 'python3 -m venv tflite-runtime && tflite-runtime/bin/pip install -q "numpy<2" tflite-runtime "$(ls dist/edgevit-*.whl)"'
-timed "arm64: venv with onnxruntime" inside 'python3 -m venv onnx && onnx/bin/pip install -q "$(ls dist/edgevit-*.whl)[onnx]"'
+timed "arm64: Jetson setup.sh (onnxruntime from PyPI: CPU only)" \
+    inside 'EDGEVIT_WHEEL="$(ls dist/edgevit-*.whl)" src/examples/jetson/setup.sh /opt/edgevit/onnx'
 inside 'for v in litert tflite-runtime; do echo "$v: $($v/bin/python -c "import numpy, edgevit.runtimes.litert as l; print(\"numpy\", numpy.__version__, \"|\", *l.find_interpreter()[1:])")"; done' \
     | sed 's/^/[arm64] /'
 timed "arm64: Pi demo through ai-edge-litert" run_demo_in litert raspberry_pi tflite

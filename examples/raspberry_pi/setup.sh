@@ -11,15 +11,16 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
 VENV="${1:-$HOME/edgevit-venv}"
+SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
 [ "$(uname -m)" = aarch64 ] || echo "setup.sh: note: this is $(uname -m); the Pi demo wants 64-bit Raspberry Pi OS (aarch64)" >&2
 
 packages="python3-venv python3-dev g++"
 if [ -e /etc/rpi-issue ] || grep -qi raspberry /proc/device-tree/model 2>/dev/null; then
     packages="$packages python3-picamera2 python3-opencv"  # camera and video files
 fi
-sudo apt-get update -qq
+$SUDO apt-get update -qq
 # shellcheck disable=SC2086
-sudo apt-get install -y -qq $packages
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $packages
 python3 -m venv --system-site-packages "$VENV"
 "$VENV/bin/pip" install -q --upgrade pip
 "$VENV/bin/pip" install -q "numpy<2" "${EDGEVIT_WHEEL:-$REPO}[tflite]"
