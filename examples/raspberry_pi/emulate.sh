@@ -75,16 +75,15 @@ copy_in() {  # this checkout (tracked and untracked, not ignored), the x86 side'
     cp "$CA_BUNDLE" "$ROOT/opt/edgevit/ca.crt"
 }
 
-inside() {  # run a bash script in the arm64 root (/proc and /sys mounted: onnxruntime reads the CPU list)
+inside() {  # run a bash script in the arm64 root
+    # /proc only: with the host's /sys there too, onnxruntime's cpuinfo reads x86 CPU files in an
+    # aarch64 process and crashes; without it, it only warns that it cannot identify the CPU
     mountpoint -q "$ROOT/proc" || mount -t proc proc "$ROOT/proc"
-    mountpoint -q "$ROOT/sys" || mount -t sysfs sysfs "$ROOT/sys"
     chroot "$ROOT" /usr/bin/env -i HOME=/root PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 \
         PIP_CERT=/opt/edgevit/ca.crt PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_DEFAULT_TIMEOUT=180 \
         bash -euo pipefail -c "mkdir -p /opt/edgevit && cd /opt/edgevit && $1"
 }
-cleanup() {
-    for m in proc sys; do mountpoint -q "$ROOT/$m" 2>/dev/null && umount "$ROOT/$m" || true; done
-}
+cleanup() { mountpoint -q "$ROOT/proc" 2>/dev/null && umount "$ROOT/proc" || true; }
 trap cleanup EXIT
 
 run_demo_in() {  # venv demo suffix: the demo on every *.suffix artifact, scores to results/<venv>/<file>.npz
