@@ -148,7 +148,9 @@ def compare(work: Path) -> int:
             passed &= ok
             note = scores.with_name(scores.name.replace(".npz", ".stderr"))
             rows.append({"runtime": venv.name, "artifact": scores.name.removesuffix(".npz"), "frames": len(truth),
-                         "demo_note": note.read_text().strip() if note.exists() else "", "max_abs_err": err,
+                         "demo_note": " ".join(line for line in note.read_text().splitlines()
+                                               if line.startswith("demo:")) if note.exists() else "",
+                         "max_abs_err": err,
                          "limit": limit, "top1_equal": same_top1,
                          "accuracy_x86": float((x86["scores"].argmax(1) == truth).mean()),
                          "accuracy_arm64": float((arm["scores"].argmax(1) == truth).mean()), "passed": ok})
