@@ -41,6 +41,7 @@ class BenchRow:
     throughput_ips: float  # images per second at the artifact's batch size
     peak_rss_mb: float
     providers: list[str] | None = None  # ONNX: the execution providers the session really used, best first
+    fallback: str | None = None  # ONNX: why the first requested provider was not used ("" when it was)
 
 
 @dataclass
@@ -82,6 +83,7 @@ def measure(path: str, runtime: str, threads: int | None, runs: int, warmup: int
         median_ms=round(median, 3), p90_ms=round(float(np.percentile(ms, 90)), 3),
         mean_ms=round(float(ms.mean()), 3), throughput_ips=round(shape[0] * 1000 / median, 2),
         peak_rss_mb=round(_peak_rss_mb(), 1), providers=rt.providers if onnx else None,
+        fallback=rt.fallback if onnx else None,
     )
 
 

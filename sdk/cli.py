@@ -558,8 +558,8 @@ def bench_command(
                           f"{r.peak_rss_mb:.0f}")
         _console().print(table)
         for r in report.rows:
-            if "fell back" in r.backend:
-                _console().print(f"{Path(r.artifact).name}: {r.backend.split('; ', 1)[1].rstrip(')')}")
+            if r.fallback:
+                _console().print(f"{Path(r.artifact).name}: fell back: {r.fallback}")
         if plot is not None:
             _console().print(f"chart: {plot}")
 

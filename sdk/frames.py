@@ -77,8 +77,8 @@ def _image_frames(path: Path, one: bool) -> Iterator[Frame]:
             for index, frame in enumerate(frames):
                 name = path.name if one else f"{path.name}#{index}"
                 yield Frame(name, np.asarray(frame.convert("RGB")))
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InputError(f"cannot read image {path}: {exc}") from None
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise InputError(f"cannot read image {path}: {first_line(exc)}") from None
 
 
 def _video(path: Path) -> Iterator[Frame]:
@@ -109,10 +109,13 @@ def _video(path: Path) -> Iterator[Frame]:
 def _camera() -> Iterator[Frame]:
     try:
         from picamera2 import Picamera2  # Raspberry Pi OS: apt install python3-picamera2
-    except ImportError:
+    except ModuleNotFoundError:
         raise MissingDependencyError(
             "picamera2", None, "to read the Raspberry Pi camera: sudo apt install python3-picamera2, and make "
             "the venv with --system-site-packages") from None
+    except Exception as exc:  # e.g. numpy 2 in the venv next to apt's picamera2, built for numpy 1.x
+        raise InputError(f"picamera2 is installed but fails to import ({first_line(exc)}); with apt's "
+                         "picamera2, keep numpy below 2 in the venv: pip install \"numpy<2\"") from None
     try:
         camera = Picamera2()
         camera.configure(camera.create_preview_configuration(main={"format": "RGB888", "size": (640, 480)}))
@@ -123,8 +126,12 @@ def _camera() -> Iterator[Frame]:
     try:
         index = 0
         while True:
+            try:
+                bgr = camera.capture_array()
+            except Exception as exc:  # unplugged, or a capture timeout
+                raise InputError(f"the Raspberry Pi camera stopped: {first_line(exc)}") from None
             # picamera2's "RGB888" is B, G, R in memory (libcamera's naming): reversed to RGB
-            yield Frame(f"camera#{index}", np.ascontiguousarray(camera.capture_array()[:, :, ::-1]))
+            yield Frame(f"camera#{index}", np.ascontiguousarray(bgr[:, :, ::-1]))
             index += 1
     finally:
         camera.stop()
@@ -149,23 +156,32 @@ class StreamStats:
 def classify_stream(runtime, frames: Iterator[Frame], *, top_k: int = 3, labels: list[str] | None = None,
                     resize: str = "crop", on_frame: Callable[[dict[str, Any]], None] | None = None
                     ) -> tuple[StreamStats, dict[str, np.ndarray]]:
-    """Classify every frame with ``runtime`` (an :func:`edgevit.load` result); ``on_frame``
-    gets each result (name, top classes, latency). Returns the stats and the scores by frame."""
+    """Classify every frame with ``runtime`` (an :func:`edgevit.load` result) until the frames
+    end or Ctrl-C; ``on_frame`` gets each result (name, top classes, latency). Returns the
+    stats and the scores by frame."""
     from .predict import top_classes
 
+    if top_k < 1:
+        raise InputError("--top-k must be at least 1")
     labels = labels or (runtime.metadata.labels if runtime.metadata else None)
     kind = runtime.metadata.output_kind if runtime.metadata else "logits"
     stats, scores = StreamStats(), {}
-    for frame in frames:
-        x = runtime.prepare(frame.pixels, resize)
-        start = time.perf_counter()
-        out = np.asarray(runtime.run(x), dtype=np.float32).reshape(-1)
-        latency = (time.perf_counter() - start) * 1000
-        stats.latencies_ms.append(latency)
-        scores[frame.name] = out
-        if on_frame:
-            on_frame({"frame": frame.name, "latency_ms": round(latency, 3),
-                      "top": top_classes(out, top_k, labels, kind)})
+    try:
+        for frame in frames:
+            x = runtime.prepare(frame.pixels, resize)
+            start = time.perf_counter()
+            out = np.asarray(runtime.run(x), dtype=np.float32).reshape(-1)
+            latency = (time.perf_counter() - start) * 1000
+            stats.latencies_ms.append(latency)
+            scores[frame.name] = out
+            if on_frame:
+                on_frame({"frame": frame.name, "latency_ms": round(latency, 3),
+                          "top": top_classes(out, top_k, labels, kind)})
+    except KeyboardInterrupt:  # how a camera run ends: the frames so far still count
+        pass
+    finally:
+        if hasattr(frames, "close"):
+            frames.close()  # a camera is stopped
     stats.finished = time.perf_counter()
     if not stats.latencies_ms:
         raise InputError("the source gave no frames")
@@ -231,8 +247,8 @@ def demo_parser(description: str, suffix: str) -> argparse.ArgumentParser:
 
 def demo_main(parser: argparse.ArgumentParser, load: Callable[[argparse.Namespace], Any],
               argv: list[str] | None = None) -> int:
-    """Parse ``argv``, load the model with ``load(args)`` and run the demo; exit status 0, or 2
-    with one ``demo: error:`` line for bad input, 130 on Ctrl-C."""
+    """Parse ``argv``, load the model with ``load(args)`` and run the demo (Ctrl-C ends it with
+    the summary); exit status 0, or 2 with one ``demo: error:`` line for bad input."""
     import sys
 
     args = parser.parse_args(argv)
@@ -240,13 +256,18 @@ def demo_main(parser: argparse.ArgumentParser, load: Callable[[argparse.Namespac
         if args.model.suffix.lower() != args.suffix:
             raise EdgeVitError(f"{args.model.name}: this demo runs {args.suffix} artifacts "
                                f"(edgevit export --target {args.suffix[1:]})")
+        if args.top_k < 1:
+            raise InputError("--top-k must be at least 1")
         runtime = load(args)
-        labels = args.labels.read_text().splitlines() if args.labels else None
+        try:
+            labels = args.labels.read_text(encoding="utf-8").splitlines() if args.labels else None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"cannot read --labels {args.labels}: {first_line(exc)}") from None
         run_demo(runtime, args.source, top_k=args.top_k, labels=labels, limit=args.frames, save=args.save,
                  as_json=args.json)
-    except (EdgeVitError, OSError) as exc:  # OSError: e.g. an unreadable --labels file
+    except (EdgeVitError, OSError) as exc:  # OSError: e.g. an unwritable TensorRT cache folder
         print(f"demo: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # while loading, before any frame
         return 130
     return 0

@@ -118,6 +118,9 @@ def test_pi_demo_refuses_bad_input_in_one_line(device_venv, artifacts, frames, t
     assert_demo_failure(pi(artifacts["onnx"], "--source", frames), "runs .tflite artifacts")
     assert_demo_failure(pi(model, "--source", frames, "--frames", "0"), "--frames must be at least 1")
     assert_demo_failure(pi(model, "--source", frames, "--threads", "0"), "--threads must be at least 1")
+    assert_demo_failure(pi(model, "--source", frames, "--top-k", "0"), "--top-k must be at least 1")
+    (tmp_path / "labels.txt").write_bytes(b"\xff\xfe not utf-8")
+    assert_demo_failure(pi(model, "--source", frames, "--labels", tmp_path / "labels.txt"), "cannot read --labels")
     assert_demo_failure(pi(model, "--source", tmp_path), "no images in")
     (tmp_path / "clip.mp4").write_bytes(b"not a video")
     assert_demo_failure(pi(model, "--source", tmp_path / "clip.mp4"), "opencv-python-headless is not installed")
@@ -257,7 +260,8 @@ def test_cli_providers_option(artifacts, photo, tmp_path):
     assert bench.code == 0, bench.stderr
     onnx_row, tflite_row = json.loads(bench.stdout)["rows"]
     assert onnx_row["providers"] == ["CPUExecutionProvider"] and "fell back: CUDAExecutionProvider" in onnx_row["backend"]
-    assert tflite_row["providers"] is None
+    assert onnx_row["fallback"] == "CUDAExecutionProvider is not in this onnxruntime build"
+    assert tflite_row["providers"] is None and tflite_row["fallback"] is None
     human = run_cli("bench", str(artifacts["onnx"]), "--providers", "cuda", "--runs", "2", "--warmup", "1", cwd=tmp_path)
     assert human.code == 0 and "fell back: CUDAExecutionProvider is not in this onnxruntime build" in human.stdout
     predict = run_cli("--json", "predict", str(artifacts["onnx"]), str(photo), "--providers", "tensorrt,cpu")
@@ -339,15 +343,18 @@ def test_a_pi_worker_runs_its_sub_model_of_a_split_plan(pi_worker_venv, plan, tr
 FAKE_PICAMERA2 = '''
 import numpy as np
 
+if {mode!r} == "numpy-mismatch":
+    raise ValueError("numpy.dtype size changed, may indicate binary incompatibility")
+
+
 class Picamera2:
     """A stand-in for picamera2 (which needs a Pi): frames of the photo, B, G, R in memory as
-    picamera2's "RGB888" gives them; FAIL makes the constructor fail as with no camera."""
-    FAIL = {fail}
+    picamera2's "RGB888" gives them; the mode makes it fail as real cameras do."""
 
     def __init__(self):
-        if self.FAIL:
+        if {mode!r} == "no-camera":
             raise RuntimeError("list index out of range")
-        self.frame = np.load({frame!r})
+        self.frame, self.served = np.load({frame!r}), 0
 
     def create_preview_configuration(self, main):
         assert main == {{"format": "RGB888", "size": (640, 480)}}
@@ -363,13 +370,19 @@ class Picamera2:
         pass
 
     def capture_array(self):
+        self.served += 1
+        if self.served == 3 and {mode!r} == "ctrl-c":
+            raise KeyboardInterrupt
+        if self.served == 3 and {mode!r} == "unplugged":
+            raise RuntimeError("Camera frontend has timed out!")
         return self.frame[:, :, ::-1].copy()
 '''
 
 
 def test_pi_demo_reads_the_camera_through_picamera2(artifacts, photo, tmp_path):
     """picamera2 replaced by a stand-in that serves the photo as the Pi camera would (BGR in
-    memory): the demo classifies it exactly as edgevit predict classifies the photo."""
+    memory): the demo classifies it exactly as edgevit predict classifies the photo; Ctrl-C
+    ends a camera run with its summary and scores; failures are one line."""
     import subprocess
     import sys
 
@@ -379,17 +392,39 @@ def test_pi_demo_reads_the_camera_through_picamera2(artifacts, photo, tmp_path):
     Image.fromarray(rgb).save(tmp_path / "frame.png")
     np.save(tmp_path / "frame.npy", rgb)
 
-    def demo(fail: bool) -> CliResult:
-        fake = tmp_path / ("broken" if fail else "camera")
+    def demo(mode: str, *args: str) -> CliResult:
+        fake = tmp_path / mode
         fake.mkdir(exist_ok=True)
-        (fake / "picamera2.py").write_text(FAKE_PICAMERA2.format(fail=fail, frame=str(tmp_path / "frame.npy")))
-        proc = subprocess.run([sys.executable, str(PI_DEMO), str(artifacts["tflite"]), "--frames", "2", "--json"],
+        (fake / "picamera2.py").write_text(FAKE_PICAMERA2.format(mode=mode, frame=str(tmp_path / "frame.npy")))
+        proc = subprocess.run([sys.executable, str(PI_DEMO), str(artifacts["tflite"]), "--json", *args],
                               capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(fake)})
         return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
-    rows, summary = demo_output(demo(fail=False))
+    rows, summary = demo_output(demo("camera", "--frames", "2"))
     assert [r["frame"] for r in rows] == ["camera#0", "camera#1"] and summary["frames"] == 2
     want = json.loads(run_cli("--json", "predict", str(artifacts["tflite"]), str(tmp_path / "frame.png")).stdout)
     assert [(c["class"], round(c["score"], 5)) for c in rows[0]["top"]] == \
         [(c["class"], round(c["score"], 5)) for c in want["top"][:3]]  # the colours in RGB order
-    assert_demo_failure(demo(fail=True), "cannot open the Raspberry Pi camera: list index out of range")
+    rows, summary = demo_output(demo("ctrl-c", "--save", str(tmp_path / "scores.npz")))
+    assert summary["frames"] == 2 and len(rows) == 2 and np.load(tmp_path / "scores.npz")["scores"].shape[0] == 2
+    assert_demo_failure(demo("no-camera"), "cannot open the Raspberry Pi camera: list index out of range")
+    assert_demo_failure(demo("unplugged"), "the Raspberry Pi camera stopped: Camera frontend has timed out!")
+    assert_demo_failure(demo("numpy-mismatch"), 'picamera2 is installed but fails to import (numpy.dtype size changed')
+
+
+def test_worker_script_refuses_bad_use_in_one_line(tmp_path):
+    import subprocess
+
+    script = str(EXAMPLES / "raspberry_pi" / "worker.sh")
+
+    def worker(*args, path="/usr/bin:/bin"):
+        proc = subprocess.run(["bash", script, *args], capture_output=True, text=True, timeout=60,
+                              env={"PATH": path, "HOME": str(tmp_path)})
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+        return lines[0]
+
+    assert worker().startswith("usage:")
+    assert worker("--block").startswith("usage:")
+    assert "bad device name 'pi 5'" in worker("10.0.0.1:6379", "pi 5")
+    assert "ray is not installed" in worker("10.0.0.1:6379", "pi-5", "--block")

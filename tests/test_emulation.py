@@ -1,5 +1,5 @@
 """The Raspberry Pi / Jetson demos on arm64 under emulation (examples/raspberry_pi/emulate.sh):
-about 15 minutes on 2 cores, root only, so it runs on request, never by default:
+about 8 minutes on 2 cores (11 the first time), root only, so it runs on request, never by default:
 
     sudo .venv/bin/python -m pytest -m emulation tests/test_emulation.py
 

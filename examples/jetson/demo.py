@@ -21,8 +21,9 @@ from edgevit.runtimes.onnxruntime import GPU_PROVIDERS, parse_providers
 
 def providers_with_options(names: list[str], fp16: bool, cache: Path) -> list:
     """TensorRT with fp16 and an engine cache (made only where TensorRT is there); the others as named."""
-    import onnxruntime
+    from edgevit.optional import require
 
+    onnxruntime = require("onnxruntime", "to run .onnx artifacts")
     chosen = []
     for name in names:
         if name.lower().startswith("tensorrt"):

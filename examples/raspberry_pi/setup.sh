@@ -20,7 +20,7 @@ if [ -e /etc/rpi-issue ] || grep -qi raspberry /proc/device-tree/model 2>/dev/nu
 fi
 $SUDO apt-get update -qq
 # shellcheck disable=SC2086
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $packages
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $packages
 python3 -m venv --system-site-packages "$VENV"
 "$VENV/bin/pip" install -q --upgrade pip
 "$VENV/bin/pip" install -q "numpy<2" "${EDGEVIT_WHEEL:-$REPO}[tflite]"

@@ -11,19 +11,27 @@
 # sub-model the plan gives to DEVICE runs here, on its .tflite artifact, sent by the head.
 # Stop with  ray stop .
 #
-# Ray clusters started with `ray start --head` use token authentication: copy the head's
-# ~/.ray/auth_token to ~/.ray/auth_token on the Pi (or point RAY_AUTH_TOKEN_PATH at it, or
-# set RAY_AUTH_TOKEN). When a token is there, this script turns token mode on for the node.
+# If the head runs Ray's token authentication (recent Ray turns it on for `ray start --head`
+# when ~/.ray/auth_token exists there, which ray.init() creates), copy that file to
+# ~/.ray/auth_token on the Pi (or point RAY_AUTH_TOKEN_PATH at it, or set RAY_AUTH_TOKEN):
+# when a token is there, this script turns token mode on for the node.
 set -euo pipefail
-[ $# -ge 1 ] || { echo "usage: $0 HEAD_IP:PORT [DEVICE] [--block]" >&2; exit 2; }
+[ $# -ge 1 ] && [ "${1#-}" = "$1" ] || { echo "usage: $0 HEAD_IP:PORT [DEVICE] [ray start options, e.g. --block]" >&2; exit 2; }
 ADDRESS="$1"
-DEVICE="${2:-pi-5}"
-shift $(( $# >= 2 ? 2 : 1 ))
-command -v ray >/dev/null || { echo "worker.sh: ray is not installed: pip install \".[tflite,distributed]\"" >&2; exit 2; }
-python3 -c 'import edgevit.runtimes.litert as l; l.find_interpreter()' 2>/dev/null \
-    || { echo "worker.sh: no TFLite runtime: pip install \".[tflite]\" (or tflite-runtime)" >&2; exit 2; }
-case "$DEVICE" in *[!A-Za-z0-9_.-]*|"") echo "worker.sh: bad device name '$DEVICE'" >&2; exit 2;; esac
+shift
+DEVICE=pi-5
+if [ $# -ge 1 ] && [ "${1#-}" = "$1" ]; then  # a device name, not an option
+    DEVICE="$1"
+    shift
+fi
+case "$DEVICE" in *[!A-Za-z0-9_.-]*) echo "worker.sh: bad device name '$DEVICE'" >&2; exit 2;; esac
+RAY="$(command -v ray)" || { echo "worker.sh: ray is not installed: pip install \".[tflite,distributed]\"" >&2; exit 2; }
+PYTHON="$(dirname "$RAY")/python3"  # the Python Ray's workers will run in
+"$PYTHON" -c 'import edgevit' 2>/dev/null \
+    || { echo "worker.sh: edgevit is not installed next to $RAY: pip install \".[tflite,distributed]\"" >&2; exit 2; }
+"$PYTHON" -c 'import edgevit.runtimes.litert as l; l.find_interpreter()' 2>/dev/null \
+    || { echo "worker.sh: no TFLite runtime next to $RAY: pip install \".[tflite]\" (or tflite-runtime)" >&2; exit 2; }
 if [ -z "${RAY_AUTH_MODE:-}" ] && { [ -n "${RAY_AUTH_TOKEN:-}" ] || [ -s "${RAY_AUTH_TOKEN_PATH:-$HOME/.ray/auth_token}" ]; }; then
     export RAY_AUTH_MODE=token
 fi
-exec ray start --address="$ADDRESS" --resources="{\"$DEVICE\": 1}" --disable-usage-stats "$@"
+exec "$RAY" start --address="$ADDRESS" --resources="{\"$DEVICE\": 1}" --disable-usage-stats "$@"
