@@ -147,18 +147,19 @@ class OnnxRuntime(Runtime):
     def fallback(self) -> str:
         """Why the best requested provider is not in use ("" when it is): not in this build,
         failed to start, or failed during a run."""
-        if not self.requested or self.requested[0] in self.providers:
+        used = self.providers
+        if not self.requested or self.requested[0] in used:
             return ""
-        missing = [name for name in self.requested if name not in self.providers]
+        if self._run_failure:
+            return self._run_failure
         available = set(self._ort.get_available_providers())
-        why = "; ".join(f"{name} {'failed to start or run' if name in available else 'is not in this onnxruntime build'}"
-                        for name in missing)
-        return self._run_failure or why
+        return "; ".join(f"{name} {'failed to start or run' if name in available else 'is not in this onnxruntime build'}"
+                         for name in self.requested if name not in used)
 
     def describe(self) -> str:
-        used = self.providers[0]
-        note = f"; fell back: {self.fallback}" if self.fallback else ""
-        return f"onnxruntime {self._ort.__version__} ({used}{note})"
+        fallback = self.fallback
+        note = f"; fell back: {fallback}" if fallback else ""
+        return f"onnxruntime {self._ort.__version__} ({self.providers[0]}{note})"
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         feed = {self.inputs[0].name: x}

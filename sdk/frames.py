@@ -223,12 +223,12 @@ def run_demo(runtime, source: str, *, top_k: int = 3, labels: list[str] | None =
 
 def _save_scores(path: Path, scores: dict[str, np.ndarray]) -> None:
     """names and scores (frames x classes) to ``path`` (.npz), written whole or not at all."""
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    try:
-        np.savez(tmp, names=np.asarray(list(scores)), scores=np.stack(list(scores.values())))
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    from .paths import publish, staged_path
+
+    with staged_path(path) as staged:
+        with open(staged, "wb") as file:  # a file object: numpy adds no .npz suffix to the name
+            np.savez(file, names=np.asarray(list(scores)), scores=np.stack(list(scores.values())))
+        publish(staged, path)
 
 
 def demo_parser(description: str, suffix: str) -> argparse.ArgumentParser:
@@ -251,18 +251,17 @@ def demo_main(parser: argparse.ArgumentParser, load: Callable[[argparse.Namespac
     the summary); exit status 0, or 2 with one ``demo: error:`` line for bad input."""
     import sys
 
+    from .pipeline import read_labels
+
     args = parser.parse_args(argv)
     try:
         if args.model.suffix.lower() != args.suffix:
             raise EdgeVitError(f"{args.model.name}: this demo runs {args.suffix} artifacts "
                                f"(edgevit export --target {args.suffix[1:]})")
-        if args.top_k < 1:
+        if args.top_k < 1:  # before the model loads
             raise InputError("--top-k must be at least 1")
+        labels = read_labels(args.labels)
         runtime = load(args)
-        try:
-            labels = args.labels.read_text(encoding="utf-8").splitlines() if args.labels else None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"cannot read --labels {args.labels}: {first_line(exc)}") from None
         run_demo(runtime, args.source, top_k=args.top_k, labels=labels, limit=args.frames, save=args.save,
                  as_json=args.json)
     except (EdgeVitError, OSError) as exc:  # OSError: e.g. an unwritable TensorRT cache folder

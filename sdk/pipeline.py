@@ -72,6 +72,8 @@ def read_labels(labels: Sequence[str] | str | Path | None) -> list[str] | None:
         lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
     except OSError as exc:
         raise InputError(f"cannot read labels file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"cannot read labels file {path}: it is not UTF-8 text") from None
     return [line for line in lines if line]
 
 

@@ -120,7 +120,7 @@ def test_pi_demo_refuses_bad_input_in_one_line(device_venv, artifacts, frames, t
     assert_demo_failure(pi(model, "--source", frames, "--threads", "0"), "--threads must be at least 1")
     assert_demo_failure(pi(model, "--source", frames, "--top-k", "0"), "--top-k must be at least 1")
     (tmp_path / "labels.txt").write_bytes(b"\xff\xfe not utf-8")
-    assert_demo_failure(pi(model, "--source", frames, "--labels", tmp_path / "labels.txt"), "cannot read --labels")
+    assert_demo_failure(pi(model, "--source", frames, "--labels", tmp_path / "labels.txt"), "cannot read labels file")
     assert_demo_failure(pi(model, "--source", tmp_path), "no images in")
     (tmp_path / "clip.mp4").write_bytes(b"not a video")
     assert_demo_failure(pi(model, "--source", tmp_path / "clip.mp4"), "opencv-python-headless is not installed")
@@ -274,6 +274,9 @@ def test_cli_providers_option(artifacts, photo, tmp_path):
                          contains="execution providers apply to ONNX artifacts only")
     assert_clean_failure(run_cli("predict", str(artifacts["onnx"]), str(photo), "--providers", ","),
                          contains="--providers needs at least one name")
+    (tmp_path / "labels.txt").write_bytes(b"\xff\xfe not utf-8")  # the labels reader the demos share
+    assert_clean_failure(run_cli("predict", str(artifacts["onnx"]), str(photo), "--labels", str(tmp_path / "labels.txt")),
+                         contains="is not UTF-8 text")
 
 
 # --- a Raspberry Pi as a Ray worker of a split plan ----------------------------------------
