@@ -9,7 +9,7 @@ from __future__ import annotations
 import statistics
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 
 def ort_session(path: Path, threads: int):
@@ -33,13 +33,17 @@ def median_ms(fn: Callable[[], object], runs: int) -> float:
 
 
 def interleaved(candidates: dict[str, Callable[[], object]], rounds: int, runs: int,
-                warmup: int = 5) -> dict[str, list[float]]:
-    """Per-round median latency (ms) of every candidate, timed round-robin."""
+                warmup: int = 5, pause: float = 0.0) -> dict[str, list[float]]:
+    """Per-round median latency (ms) of every candidate, timed round-robin. ``pause``
+    seconds between candidates let the previous one's worker threads go idle (ONNX
+    Runtime's spin after a run) before the next is timed."""
     for fn in candidates.values():
         median_ms(fn, warmup)
     per_round: dict[str, list[float]] = {k: [] for k in candidates}
     for _ in range(rounds):
         for key, fn in candidates.items():
+            time.sleep(pause)
+            fn()  # after the pause: wake the candidate's threads before timing it
             per_round[key].append(median_ms(fn, runs))
     return per_round
 
@@ -49,15 +53,23 @@ def ratio(per_round: dict[str, list[float]], a: str, b: str) -> float:
     return statistics.median(x / y for x, y in zip(per_round[a], per_round[b]))
 
 
-def parse_args(doc: str, rounds: int, runs: int = 20):
-    """The options every benchmark takes: --rounds, --runs, --json."""
+def parse_args(doc: str, rounds: int, runs: int = 20, models: Sequence[str] = ()):
+    """The options every benchmark takes: --rounds, --runs, --json (and --models, a
+    comma-separated subset of ``models``, when given)."""
     import argparse
 
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=rounds)
     parser.add_argument("--runs", type=int, default=runs)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
-    return parser.parse_args()
+    if models:
+        parser.add_argument("--models", type=lambda text: text.split(","), default=list(models),
+                            help=f"comma-separated, from {','.join(models)}")
+    args = parser.parse_args()
+    unknown = set(getattr(args, "models", ())) - set(models)
+    if unknown:
+        parser.error(f"unknown models: {', '.join(sorted(unknown))}")
+    return args
 
 
 def ort_runner(session, feed) -> Callable[[], object]:

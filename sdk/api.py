@@ -58,7 +58,8 @@ def export(model_or_name: Any, target: str = "onnx", output: str | Path = "edgev
     """Export to ``target`` ("onnx", "coreml", "tflite" or "all") and verify parity.
 
     ``reparam`` (default on) folds the model with :func:`reparameterize` before export;
-    parity is always checked against the unfolded model.
+    parity is always checked against the unfolded model. ``target_form`` (default on)
+    rewrites it into its target's layout first (:mod:`edgevit.forms`), checked exact.
 
     Returns an ``ExportResult`` (a list of them for ``"all"``). A parity failure raises
     :class:`ParityError` and writes nothing; its ``report`` holds the results.

@@ -218,6 +218,9 @@ def export_command(
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Check parity with PyTorch (default on)."),
     reparam: bool = typer.Option(True, "--reparam/--no-reparam",
                                  help="Fold BatchNorm/RepBN/layer-scale before export (default on)."),
+    target_form: bool = typer.Option(True, "--target-form/--no-target-form",
+                                     help="Rewrite the model into its target's layout (channels-first for coreml, "
+                                          "channels-last for tflite and onnx), checked exact (default on)."),
     dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="ONNX: dynamic batch axis."),
     layout: Optional[str] = typer.Option(None, "--layout", help="nchw or nhwc (default: nhwc for tflite, else nchw)."),
     image_input: Optional[bool] = typer.Option(
@@ -242,7 +245,7 @@ def export_command(
     with _Progress() as progress:
         results = export_model(
             model, target, output, weights=weights, image_size=image_size, precision=precision,
-            verify=verify, reparam=reparam, dynamic_batch=dynamic_batch, image_input=image_input, layout=layout,
+            verify=verify, reparam=reparam, target_form=target_form, dynamic_batch=dynamic_batch, image_input=image_input, layout=layout,
             with_softmax=with_softmax, labels=labels, image=image, num_inputs=num_inputs, options=options, progress=progress,
             calibration=calibration, eval_data=eval_data, max_drop=max_drop, calibration_samples=calibration_samples,
             eval_samples=eval_samples, int8_mode=int8_mode, int8_io=int8_io,
@@ -255,6 +258,10 @@ def export_command(
             fold = results[0].reparam
             console.print(f"re-parameterized: {fold['folded']} folds, {fold['kept']} kept, output changed by "
                           f"{fold['max_abs_change']:.2g} at most, in float64 ('edgevit reparam' shows the details)")
+        for r in results:
+            if r.form:
+                console.print(f"{r.target}: {r.form['form']} form, {r.form['changed']} modules rewritten, output "
+                              f"changed by {r.form['max_abs_change']:.2g} at most, in float64")
         for r in results:
             if r.parity is not None:
                 _parity_table(r.parity)
@@ -444,6 +451,9 @@ def info_command(
                           f"{len(meta['labels']) if meta.get('labels') else 'none'}")
             fold = meta.get("reparam")
             console.print("re-parameterized: " + (f"{fold['folded']} folds, {fold['kept']} kept" if fold else "no"))
+            form = meta.get("form")
+            console.print("target form: " + (f"{form['form']} ({form['changed']} modules rewritten)" if form
+                                             else "as trained"))
             if meta.get("quantization"):
                 _print_quantization(console, meta["quantization"])
             if parity:

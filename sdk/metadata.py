@@ -40,6 +40,7 @@ class ArtifactMetadata:
     labels: list[str] | None = None
     parity: dict[str, Any] | None = None
     reparam: dict[str, Any] | None = None  # fold summary when the model was re-parameterized
+    form: dict[str, Any] | None = None  # the target form the model was rewritten into (edgevit.forms)
     integrity: dict[str, str] | None = None  # {"sha256": digest of the content (edgevit.integrity)}
     quantization: dict[str, Any] | None = None  # int8: the accuracy guard's summary (edgevit.quantization)
     edgevit_version: str = __version__
@@ -89,6 +90,7 @@ _PARITY: dict[str, Any] = {
     "top1_agreement": lambda v: v is None or _is_number(v),
 }
 _REPARAM: dict[str, Any] = {"folded": _is_count, "kept": _is_count}
+_FORM: dict[str, Any] = {"form": lambda v: isinstance(v, str) and len(v) <= 32, "changed": _is_count}
 _QUANTIZATION: dict[str, Any] = {
     "mode": lambda v: isinstance(v, str) and len(v) <= 32, "status": lambda v: v in ("passed", "failed"),
     "max_drop": _is_number, "top1_agreement": lambda v: v is None or _is_number(v),
@@ -120,6 +122,7 @@ _CHECKS: dict[str, tuple[Any, str]] = {
                "a list of strings"),
     "parity": (lambda v: v is None or _fits(v, _PARITY), "null or an object with " + ", ".join(_PARITY)),
     "reparam": (lambda v: v is None or _fits(v, _REPARAM), "null or an object with " + ", ".join(_REPARAM)),
+    "form": (lambda v: v is None or _fits(v, _FORM), "null or an object with " + ", ".join(_FORM)),
     "quantization": (lambda v: v is None or _fits(v, _QUANTIZATION), "null or an object with " + ", ".join(_QUANTIZATION)),
     "integrity": (lambda v: v is None or (isinstance(v, dict) and isinstance(v.get("sha256"), str)
                                           and _HEX64.fullmatch(v["sha256"]) is not None),

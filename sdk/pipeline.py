@@ -36,6 +36,7 @@ class ExportResult:
     parity: ParityReport | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     reparam: dict[str, Any] | None = None  # what re-parameterization folded (None: not applied)
+    form: dict[str, Any] | None = None  # the target form the model was rewritten into (None: not applied)
     guard: GuardReport | None = None  # int8: what the accuracy guard measured and kept in float
 
     def to_dict(self) -> dict[str, Any]:
@@ -48,6 +49,7 @@ class ExportResult:
             "seconds": round(self.seconds, 2),
             "parity": self.parity.to_dict() if self.parity else None,
             "reparam": self.reparam,
+            "form": self.form,
             "quantization": self.guard.to_dict() if self.guard else None,
         }
 
@@ -99,6 +101,7 @@ def export_model(
     precision: str = "fp32",
     verify: bool = True,
     reparam: bool = True,
+    target_form: bool = True,
     dynamic_batch: bool = False,
     image_input: bool | None = None,
     layout: str | None = None,
@@ -128,7 +131,10 @@ def export_model(
     normalization recorded in the metadata) default to the model's registered ones.
 
     With ``reparam`` (the default) the model is folded by :func:`edgevit.reparameterize`
-    first (on a copy) and the artifact is verified against the *unfolded* model.
+    first (on a copy) and the artifact is verified against the *unfolded* model. With
+    ``target_form`` (the default) the model is then rewritten into its target's form
+    (:mod:`edgevit.forms`: channels-first for Core ML, channels-last for TFLite and ONNX
+    Runtime), checked against the model as trained in float64 before tracing.
 
     ``layout`` ("nchw"/"nhwc") and ``image_input`` (RGB pixels 0-255 in, mean/std inside
     the model) set the input form (:mod:`edgevit.input_form`); left at None, TFLite gets
@@ -151,6 +157,7 @@ def export_model(
     from edgevit.runtimes.loader import load
 
     from .artifact_module import artifact_module
+    from .forms import form_for
 
     say = progress or (lambda message: None)
     targets = resolve_targets(target)
@@ -164,6 +171,9 @@ def export_model(
         raise InputError("native attention ops (ai.edgevit nodes) are an ONNX export option: use --target onnx")
     for tgt in targets:  # a missing converter is reported before any long work starts
         exporter_module(tgt).check_dependencies()
+    native_ops = bool((options or {}).get("native_ops"))
+    if native_ops and target_form:
+        say("native attention ops: the model is exported as trained (its target form would bypass them)")
     int8 = Int8Options(calibration, eval_data, max_drop, calibration_samples, eval_samples, int8_mode, int8_io)
     check_int8_options(int8, precision, targets)
     spec, module, name = _resolve_model(model, weights, say)
@@ -175,7 +185,7 @@ def export_model(
     mean = tuple(mean) if mean is not None else (spec.mean if spec else IMAGENET_MEAN)
     std = tuple(std) if std is not None else (spec.std if spec else IMAGENET_STD)
 
-    forms = {t: target_form(t, shape, layout, image_input, mean, std) for t in targets}
+    input_forms = {t: input_form_for(t, shape, layout, image_input, mean, std) for t in targets}
     if class_labels is not None and len(class_labels) != (classes := _num_classes(module, shape)):
         raise InputError(f"{len(class_labels)} labels given, but {name} has {classes} classes")
 
@@ -198,16 +208,21 @@ def export_model(
 
         module, fold_report = fold_checked(module, name, [x for _, x in checks])
         fold_summary = fold_report.to_dict(entries=False)
-    traced: dict[InputForm, tuple[Any, Any, Any]] = {}  # form -> (module, example, program)
+    rewritten: dict[str, tuple[Any, dict[str, Any] | None]] = {}  # model form -> (module, report)
+    traced: dict[tuple[str, InputForm], tuple[Any, Any, Any]] = {}  # -> (module, example, program)
     results = []
     for tgt in targets:
-        form = forms[tgt]
-        if form not in traced:
-            wrapped = artifact_module(module, form, with_softmax, fold_shape=shape if reparam else None)
+        form = input_forms[tgt]
+        model_form = form_for(tgt) if target_form and not native_ops else "as trained"
+        if model_form not in rewritten:
+            rewritten[model_form] = _rewrite(module, trained, name, model_form, checks, say)
+        form_module, form_summary = rewritten[model_form]
+        if (model_form, form) not in traced:
+            wrapped = artifact_module(form_module, form, with_softmax, fold_shape=shape if reparam else None)
             if getattr(wrapped, "folded_into", None):
                 say(f"pixel normalization folded into {wrapped.folded_into}")
-            traced[form] = _trace(wrapped, form, example, name, say)
-        wrapped, form_example, program = traced[form]
+            traced[model_form, form] = _trace(wrapped, form, example, name, say)
+        wrapped, form_example, program = traced[model_form, form]
         exporter = exporter_module(tgt)
         request = ExportRequest(
             model=wrapped, program=program, example=form_example, model_name=name, precision=precision,
@@ -218,8 +233,22 @@ def export_model(
         reference = torch_reference(artifact_module(trained, form, with_softmax))
         form_checks = [(label, form.from_normalized(x)) for label, x in checks]
         results.append(_export_one(tgt, exporter, request, finals[tgt], spec, verify, form_checks, reference, load,
-                                   say, fold_summary, job))
+                                   say, fold_summary, job, form_summary))
     return results
+
+
+def _rewrite(module: Any, trained: Any, name: str, model_form: str, checks, say: Progress):
+    """(``module`` in ``model_form``, summary of the rewrite or None), checked against ``trained``."""
+    if model_form == "as trained":
+        return module, None
+    from .forms import form_checked
+
+    say(f"rewriting {name} into its {model_form} form")
+    rewritten, report = form_checked(module, name, model_form, [x for _, x in checks], reference=trained)
+    if not report.changed:
+        say(report.summary())
+        return module, None
+    return rewritten, report.to_dict(entries=False)
 
 
 def check_int8_options(int8: Int8Options, precision: str, targets: Sequence[str]) -> None:
@@ -261,7 +290,7 @@ def int8_job(int8: Int8Options, shape: tuple[int, ...], mean, std, crop_pct: flo
     return Int8Job(int8, calibration, held_out)
 
 
-def target_form(target: str, shape: tuple[int, ...], layout: str | None, image_input: bool | None,
+def input_form_for(target: str, shape: tuple[int, ...], layout: str | None, image_input: bool | None,
                 mean: Sequence[float], std: Sequence[float]) -> InputForm:
     """The input form ``target`` gets: the asked one, else the target's default (TFLite:
     NHWC pixels, the phone runtimes' form; others: the normalized NCHW tensor)."""
@@ -362,7 +391,8 @@ def registered_spec(module: Any) -> tuple[ModelSpec | None, str]:
 
 
 def _export_one(target, exporter, request, final: Path, spec, verify: bool, checks, reference, load,
-                say: Progress, fold_summary: dict[str, Any] | None = None, job: Int8Job | None = None) -> ExportResult:
+                say: Progress, fold_summary: dict[str, Any] | None = None, job: Int8Job | None = None,
+                form_summary: dict[str, Any] | None = None) -> ExportResult:
     started = time.perf_counter()
     with staged_path(final) as staged:
         say(f"{target}: converting")
@@ -390,11 +420,12 @@ def _export_one(target, exporter, request, final: Path, spec, verify: bool, chec
             std=list(request.form.std), crop_pct=spec.crop_pct if spec else 0.875,
             output_name=runtime.outputs[0].name, output_kind=request.output_kind,
             labels=request.labels, parity=report.summary() if report else None, reparam=fold_summary,
+            form=form_summary,
             integrity={"sha256": PLACEHOLDER},
             quantization=guard.summary(artifact_size(staged)) if guard else None,
         )
         result = ExportResult(target, final, request.precision, written=False, parity=report,
-                              metadata=metadata.to_dict(), reparam=fold_summary, guard=guard)
+                              metadata=metadata.to_dict(), reparam=fold_summary, guard=guard, form=form_summary)
         if report is None or report.passed:
             exporter.write_metadata(staged, metadata)
             say(f"{target}: recording the content digest")

@@ -7,7 +7,8 @@ from torch import nn
 
 
 def randomize_statistics(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial BatchNorm stats/affines, RepBN alphas, layer-scales and LN affines.
+    """Non-trivial BatchNorm stats/affines, RepBN alphas, layer-scales, LN affines and
+    XCA temperatures.
 
     Means away from 0, variances away from 1, biases away from 0, alpha away from 1, so
     that a fold that drops or misplaces any term is caught.
@@ -25,12 +26,13 @@ def randomize_statistics(model: nn.Module, seed: int = 0) -> nn.Module:
                 module.running_var.copy_(rand(c, 0.4, 2.5))
                 module.weight.copy_(rand(c, 0.5, 1.5))
                 module.bias.copy_(rand(c, -0.3, 0.3) + 0.1)
-            elif isinstance(module, nn.LayerNorm) and module.weight is not None:
+            elif (isinstance(module, nn.LayerNorm) or getattr(module, "normalizes_then_scales", False)) \
+                    and module.weight is not None:
                 module.weight.copy_(rand(module.weight.shape, 0.5, 1.5))
                 module.bias.copy_(rand(module.bias.shape, -0.2, 0.2))
             if hasattr(module, "alpha") and isinstance(module.alpha, nn.Parameter):
                 module.alpha.copy_(rand(module.alpha.shape, 0.3, 0.8))
-            for pname in ("gamma", "gamma_xca", "positional_encoding"):
+            for pname in ("gamma", "gamma_xca", "positional_encoding", "temperature"):
                 p = getattr(module, pname, None)
                 if isinstance(p, nn.Parameter):
                     p.copy_(rand(p.shape, -0.5, 0.5) if pname == "positional_encoding" else rand(p.shape, 0.2, 1.2))

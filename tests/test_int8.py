@@ -70,11 +70,11 @@ def test_the_int8_artifact_runs_like_any_other(int8_artifacts, digits_model):
     assert np.mean(logits.argmax(1) == data.y_test[:50]) > 0.9
 
 
-def _sensitive_copy(model):
-    """The model with its classifier made fragile under int8 and its float output unchanged:
-    one constant 50 feeding the head through a zero weight (an activation outlier, which
-    ruins a per-tensor input scale) and one weight of 30 fed by a constant 0 (a weight
-    outlier, which ruins its row's per-channel scale)."""
+def _outliers_through_the_norm(model):
+    """The model with its classifier fed outliers through the last LayerNorm's affine, its
+    float output unchanged: one constant 50 feeding the head through a zero weight (an
+    activation outlier, which ruins a per-tensor input scale) and one weight of 30 fed by
+    a constant 0 (a weight outlier, which ruins its row's per-channel scale)."""
     import copy
 
     import torch
@@ -88,6 +88,21 @@ def _sensitive_copy(model):
     return fragile
 
 
+def _sensitive_copy(model):
+    """The model with a classifier that int8 breaks and its float predictions unchanged: 30
+    added to one column of the head's weights, the same for every class (the logits all
+    move together, so softmax and top-1 do not change), an outlier in every row that ruins
+    the row's per-channel int8 scale. Re-parameterization cannot remove it."""
+    import copy
+
+    import torch
+
+    fragile = copy.deepcopy(model)
+    with torch.no_grad():
+        fragile.head.weight[:, 1] += 30.0
+    return fragile
+
+
 @pytest.mark.parametrize("target", TARGETS)
 def test_a_sensitive_layer_is_found_and_kept_float(digits_model, tmp_path, target):
     model, data = digits_model
@@ -98,6 +113,15 @@ def test_a_sensitive_layer_is_found_and_kept_float(digits_model, tmp_path, targe
     kept = [entry["module"] for entry in guard.kept]
     assert kept and kept[0].endswith("head")  # ... and the ranking puts it first
     assert result.metadata["quantization"]["kept_float"][0]["reason"].startswith("sensitivity rank 1")
+
+
+def test_folding_the_layernorm_affine_cures_outliers_it_carried(digits_model, tmp_path):
+    """Outliers that are products of the last LayerNorm's affine and the head's weights (a
+    0 weight times 50, 30 times a 0 weight) vanish when the affine folds into the head:
+    plain int8 meets the budget with nothing kept in float."""
+    model, data = digits_model
+    result = export_int8(_outliers_through_the_norm(model), data, "onnx", tmp_path)
+    assert result.written and result.guard.trials[0].passed and not result.guard.kept
 
 
 def test_an_impossible_budget_writes_nothing_and_exits_1(tmp_path):

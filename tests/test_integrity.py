@@ -24,10 +24,14 @@ def _copy(source: Path, tmp_path: Path) -> Path:
 
 
 def _scale_a_weight(artifact: Path, target: str) -> None:
-    """Multiply one float32 in the middle of the weights by 3 (a plausible, silent corruption)."""
+    """Multiply one float32 weight near the middle of the file by 3 and add 0.5 (a plausible,
+    silent corruption). The first 4 bytes from the middle on that read as a weight of
+    ordinary size (0.01 to 10) are taken: a tensor's data need not start 4-byte aligned in
+    the file, and a folded weight of 1e-8 would not visibly change the output."""
     holder = artifact / WEIGHT_FILE[target] if WEIGHT_FILE[target] else artifact
     data = bytearray(holder.read_bytes())
-    at = (len(data) // 2) & ~3
+    at = next(i for i in range(len(data) // 2, len(data) - 4)
+              if 1e-2 <= abs(float(np.frombuffer(bytes(data[i:i + 4]), np.float32)[0])) <= 10)
     value = np.frombuffer(bytes(data[at:at + 4]), np.float32)[0]
     data[at:at + 4] = np.float32(value * 3 + 0.5).tobytes()
     holder.write_bytes(bytes(data))

@@ -156,6 +156,7 @@ def test_native_ops_export_has_one_node_per_attention_and_verifies(native_onnx):
     custom = [n for n in graph.graph.node if n.domain == "ai.edgevit"]
     assert [n.op_type for n in custom] == ["XCA"] * len(attention_modules(model))
     assert not any(n.op_type == "Softmax" for n in graph.graph.node)
+    assert result.form is None  # the target form would route around the native ops: exported as trained
 
 
 def test_native_onnx_runs_in_onnx_runtime_with_the_kernels(native_onnx):

@@ -11,7 +11,7 @@ from torch import nn
 
 import edgevit
 from edgevit.models.deit import Block, VisionTransformer
-from edgevit.models.edgenext import ConvEncoderBNHS, EdgeNeXt, SDTAEncoderBNHS
+from edgevit.models.edgenext import ConvEncoderBNHS, EdgeNeXt, LayerNorm2d, SDTAEncoderBNHS
 from edgevit.models.slab_layers import RepBN
 from edgevit.models.slab_swin import PatchMerging, SwinBlock, SwinPatchEmbed
 from edgevit.reparam import ChannelAffine, fold_into_next, reparameterize
@@ -143,12 +143,18 @@ def test_slab_blocks_fold_exactly():
     assert_fold_exact(PatchMerging(8, 8, lambda d: RepBN(d)), torch.randn(2, 64, 8))
 
 
-def test_layernorm_models_report_what_stays_and_why():
+def test_layernorm_models_fold_the_affines_and_report_the_norms_that_stay():
+    """Every LayerNorm whose output feeds one layer gives that layer its weight and bias
+    (the normalization itself stays); the stem's feeds the residual stream and is kept."""
     model = edgevit.create_model("edgenext_xx_small")
     folded = assert_fold_exact(model, torch.randn(1, 3, 64, 64))
     report = folded.edgevit_reparam_report
-    assert report.counts() == {"layer-scale -> previous Linear": 15}
-    assert report.kept and all("not a fixed affine" in e.detail for e in report.kept)
+    assert report.counts() == {"layer-scale -> previous Linear": 15, "LayerNorm affine -> next Linear": 16,
+                               "LayerNorm2d affine -> next Conv2d": 3}
+    assert [e.where for e in report.kept] == ["downsample_layers.0.1"]
+    assert "not a fixed affine" in report.kept[0].detail
+    norms = [m for m in folded.modules() if isinstance(m, (nn.LayerNorm, LayerNorm2d))]
+    assert len(norms) == 20 and sum(m.weight is None for m in norms) == 19
 
 
 @pytest.mark.parametrize("name", edgevit.list_models("slab"))

@@ -22,7 +22,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..reparam.folds import fold_into_next, keep_as_affine
+from ..forms import convert_children, record_change
+from ..reparam.folds import fold_into_next, fold_norm_affine, keep_as_affine, scale_output_channels
 from .slab_layers import Mlp, SimplifiedLinearAttention, init_vit_weights, make_norm
 from .slab_layers import remap_checkpoint  # noqa: F401  (the loader looks it up here)
 
@@ -40,8 +41,12 @@ class SoftmaxAttention(nn.Module):
         self.scale = head_dim ** -0.5
         self.qkv = nn.Linear(dim, 3 * num_heads * head_dim, bias=qkv_bias)
         self.proj = nn.Linear(num_heads * head_dim, dim)
+        self.form: str | None = None  # None: as trained (edgevit.forms)
+        self.tokens: int | None = None  # the token count, once its model flattens the tokens
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.form == "channels_last":
+            return self._forward_channels_last(x)
         B, N, _ = x.shape
         h, d = self.num_heads, self.head_dim
         qkv = self.qkv(x).reshape(B, N, 3, h, d).permute(2, 0, 3, 1, 4)  # (3, B, heads, N, d)
@@ -49,6 +54,27 @@ class SoftmaxAttention(nn.Module):
         attn = torch.matmul(q * self.scale, k.transpose(-2, -1)).softmax(dim=-1)  # (B, heads, N, N)
         out = torch.matmul(attn, v).transpose(1, 2).reshape(B, N, h * d)  # (B, N, heads*d)
         return self.proj(out)
+
+    def _forward_channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        """One transpose of qkv in, one of the result out; q, k, v by one split; the scale
+        lives in the query rows of ``qkv``. ``x``: (B, N, C), or (B*N, C) with ``tokens``."""
+        h, d = self.num_heads, self.head_dim
+        tokens = self.tokens if x.dim() == 2 else x.shape[1]
+        qkv = self.qkv(x).reshape(-1, tokens, 3 * h, d).transpose(1, 2)  # (B, 3*heads, N, d)
+        q, k, v = qkv.split(h, dim=1)
+        attn = torch.matmul(q, k.transpose(-2, -1)).softmax(dim=-1)  # (B, heads, N, N)
+        out = torch.matmul(attn, v).transpose(1, 2)  # (B, N, heads, d)
+        return self.proj(out.reshape(*x.shape[:-1], h * d))
+
+    def to_form(self, form: str) -> None:
+        if form != "channels_last":
+            return
+        self.form = form
+        scale = torch.ones(self.qkv.out_features, dtype=torch.float64)
+        scale[: self.num_heads * self.head_dim] = self.scale
+        scale_output_channels(self.qkv, scale)
+        record_change("", "SoftmaxAttention: q, k, v by one split, one transpose in and one out, "
+                          "scale folded into the query projection")
 
 
 class Block(nn.Module):
@@ -72,9 +98,10 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
     def reparameterize(self) -> None:
-        """Each norm's inference affine goes into the Linear that reads it."""
-        fold_into_next(self, "norm1", self.attn.qkv)
-        fold_into_next(self, "norm2", self.mlp.fc1)
+        """Each norm's inference affine (a RepBN's, or a LayerNorm's weight and bias) goes
+        into the Linear that reads it."""
+        fold_into_next(self, "norm1", self.attn.qkv) or fold_norm_affine(self, "norm1", self.attn.qkv)
+        fold_into_next(self, "norm2", self.mlp.fc1) or fold_norm_affine(self, "norm2", self.mlp.fc1)
 
 
 class PatchEmbed(nn.Module):
@@ -112,6 +139,7 @@ class VisionTransformer(nn.Module):
         ])
         self.norm = norm_layer(embed_dim)
         self.head = nn.Linear(embed_dim, num_classes)
+        self.flat_tokens = False  # channels_last form: the blocks see (B*N, C)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         self.apply(init_vit_weights)
@@ -120,7 +148,12 @@ class VisionTransformer(nn.Module):
         x = self.patch_embed(x)  # (B, N, C)
         if self.use_class_token:
             x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)  # (B, 1+N, C)
-        x = self.blocks(x + self.pos_embed)
+        x = x + self.pos_embed
+        if self.flat_tokens:  # Linears and LayerNorms on a 2-D matrix: no reshapes around them
+            B, N, C = x.shape
+            x = self.blocks(x.reshape(B * N, C)).reshape(B, N, C)
+        else:
+            x = self.blocks(x)
         x = self.norm(x)
         return x[:, 0] if self.use_class_token else x.mean(dim=1)  # (B, C)
 
@@ -135,7 +168,25 @@ class VisionTransformer(nn.Module):
             keep_as_affine(self, "norm", "there is no head to absorb it (the model outputs features)", channel_axis=-1)
             return
         pooling = "class-token selection" if self.use_class_token else "mean pooling"
-        fold_into_next(self, "norm", self.head, note=f"absorbed through the {pooling}")
+        fold_into_next(self, "norm", self.head, note=f"absorbed through the {pooling}") \
+            or fold_norm_affine(self, "norm", self.head)
+
+
+    def to_form(self, form: str) -> None:
+        """channels_last: every attention rewritten (their own ``to_form``), and the tokens
+        flattened to one (B*N, C) matrix through the blocks when every norm left works on
+        it (LayerNorm, or folded away) and every attention took the form."""
+        if form != "channels_last":
+            return
+        convert_children(self, form)
+        norms = [m for block in self.blocks for m in (block.norm1, block.norm2)]
+        if all(isinstance(m, (nn.Identity, nn.LayerNorm)) for m in norms) \
+                and all(block.attn.form == form for block in self.blocks):  # each one reads (B*N, C)
+            self.flat_tokens = True
+            tokens = self.pos_embed.shape[1]
+            for block in self.blocks:
+                block.attn.tokens = tokens
+            record_change("", "VisionTransformer: tokens as one (B*N, C) matrix through the blocks")
 
 
 def build_deit(num_classes: int = 1000, **config) -> VisionTransformer:

@@ -18,22 +18,39 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..reparam.folds import fold_into_next, fold_into_previous, fold_layer_scale, keep_as_affine
+from ..forms import convert_children, record_change
+from ..reparam.folds import fold_into_next, fold_into_previous, fold_layer_scale, fold_norm_affine, keep_as_affine
+from .form_layers import channel_layer_norm, channel_scaled, conv1x1, conv_nhwc
 
 
 class LayerNorm2d(nn.Module):
-    """LayerNorm over the channel axis of an NCHW tensor ("channels_first")."""
+    """LayerNorm over the channel axis of an NCHW tensor (official "channels_first").
+
+    In the ``channels_last`` form it takes NHWC; in ``channels_first`` it normalizes
+    axis 1 in place of the two transposes around a last-axis LayerNorm.
+    """
+
+    normalizes_then_scales = True  # its affine can fold into the next layer
 
     def __init__(self, dim: int, eps: float = 1e-6) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.ones(dim))
         self.bias = nn.Parameter(torch.zeros(dim))
         self.eps = eps
+        self.form: str | None = None  # None: as trained (edgevit.forms)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.form == "channels_first":
+            return channel_layer_norm(x, self.weight, self.bias, self.eps)
+        if self.form == "channels_last":  # (B, H, W, C)
+            return F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)
         x = x.permute(0, 2, 3, 1)  # (B, H, W, C)
         x = F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)
         return x.permute(0, 3, 1, 2)  # (B, C, H, W)
+
+    def to_form(self, form: str) -> None:
+        self.form = form
+        record_change("", f"LayerNorm2d: {'axis 1, no transposes' if form == 'channels_first' else 'NHWC in and out'}")
 
 
 @functools.lru_cache(maxsize=16)
@@ -115,6 +132,37 @@ class XCA(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(self.attend(self.qkv(x)))
 
+    def forward_channels_first(self, x: torch.Tensor) -> torch.Tensor:
+        """XCA on (B, C, H, W) with 1x1-conv projections (the ``channels_first`` form): the
+        tokens are already the last axis of each head's (d, N) block, so no transposes."""
+        B, C, H, W = x.shape
+        heads = self.num_heads
+        qkv = self.qkv(x).reshape(B, 3, heads, C // heads, H * W)
+        qk, v = qkv.split([2, 1], dim=1)  # q and k are L2-normalized over the tokens together
+        qk = qk / torch.linalg.vector_norm(qk, dim=-1, keepdim=True).clamp_min(1e-12)
+        q, k = qk.split([1, 1], dim=1)  # (B, 1, heads, d, N)
+        attn = torch.matmul(q, k.transpose(-2, -1)) * self.temperature  # (B, 1, heads, d, d)
+        out = torch.matmul(attn.softmax(dim=-1), v)  # (B, 1, heads, d, N)
+        return self.proj(out.reshape(B, C, H, W))
+
+    def forward_channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        """XCA on tokens (B, N, C) (the ``channels_last`` form): one transpose in, one out;
+        the products over the tokens read their operands transposed (MatMul's own
+        transpose flags) instead of moving them."""
+        B, N, C = x.shape
+        heads = self.num_heads
+        qkv = self.qkv(x).reshape(B, N, 3 * heads, C // heads).transpose(1, 2)  # (B, 3*heads, N, d)
+        qk, v = qkv.split([2 * heads, heads], dim=1)
+        qk = qk / torch.linalg.vector_norm(qk, dim=-2, keepdim=True).clamp_min(1e-12)  # over the tokens
+        q, k = qk.split([heads, heads], dim=1)  # (B, heads, N, d)
+        attn = torch.matmul(q.transpose(-2, -1), k) * self.temperature  # (B, heads, d, d)
+        out = torch.matmul(v, attn.softmax(dim=-1).transpose(-2, -1))  # (B, heads, N, d)
+        return self.proj(out.transpose(1, 2).reshape(B, N, C))
+
+    def to_channels_first(self) -> None:
+        """Projections as 1x1 convolutions, for :meth:`forward_channels_first`."""
+        self.qkv, self.proj = conv1x1(self.qkv), conv1x1(self.proj)
+
 
 def _layer_scaled(gamma: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
     """``gamma * x``; after re-parameterization gamma lives in the previous Linear (None)."""
@@ -133,8 +181,16 @@ class ConvEncoder(nn.Module):
         self.act = nn.GELU()
         self.pwconv2 = nn.Linear(expan_ratio * dim, dim)
         self.gamma = nn.Parameter(layer_scale_init_value * torch.ones(dim))
+        self.form: str | None = None  # None: as trained (edgevit.forms)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.form == "channels_first":  # (B, C, H, W), pointwise layers as 1x1 convs
+            y = channel_layer_norm(self.dwconv(x), self.norm.weight, self.norm.bias, self.norm.eps)
+            return x + channel_scaled(self.gamma, self.pwconv2(self.act(self.pwconv1(y))))
+        if self.form == "channels_last":  # (B, H, W, C); the pointwise layers see 2-D (pixels, C)
+            y = conv_nhwc(self.dwconv, x)
+            y = self.pwconv2(self.act(self.pwconv1(self.norm(y.reshape(-1, y.shape[-1])))))
+            return x + _layer_scaled(self.gamma, y).reshape(x.shape)
         shortcut = x
         x = self.dwconv(x).permute(0, 2, 3, 1)  # (B, H, W, C)
         x = self.pwconv2(self.act(self.pwconv1(self.norm(x))))
@@ -142,8 +198,16 @@ class ConvEncoder(nn.Module):
         return shortcut + x
 
     def reparameterize(self) -> None:
-        """Layer-scale into pwconv2 (the LayerNorm is data-dependent and stays)."""
+        """Layer-scale into pwconv2, the LayerNorm's affine into pwconv1 (its
+        normalization is data-dependent and stays)."""
         fold_layer_scale(self.pwconv2, self, "gamma")
+        fold_norm_affine(self, "norm", self.pwconv1)
+
+    def to_form(self, form: str) -> None:
+        self.form = form
+        if form == "channels_first":
+            self.pwconv1, self.pwconv2 = conv1x1(self.pwconv1), conv1x1(self.pwconv2)
+        record_change("", f"ConvEncoder: {_FORM_CHANGES[form]}")
 
 
 def split_sizes(dim: int, scales: int) -> list[int]:
@@ -178,12 +242,18 @@ class SDTAEncoder(nn.Module):
         self.act = nn.GELU()
         self.pwconv2 = nn.Linear(expan_ratio * dim, dim)
         self.gamma = nn.Parameter(layer_scale_init_value * torch.ones(dim))
+        self.form: str | None = None  # None: as trained (edgevit.forms)
 
-    def _multi_scale(self, x: torch.Tensor) -> torch.Tensor:
-        bounds = [0]
-        for size in self.sizes:
-            bounds.append(bounds[-1] + size)
-        groups = [x[:, bounds[i]:bounds[i + 1]] for i in range(len(self.sizes))]
+    def _multi_scale(self, x: torch.Tensor, one_split: bool = False) -> torch.Tensor:
+        """Res2Net-style dw convs over channel groups (NCHW), sliced with static bounds (no
+        uneven ``torch.split``) or, with ``one_split``, taken apart by one split op."""
+        if one_split:
+            groups = x.split(self.sizes, dim=1)
+        else:
+            bounds = [0]
+            for size in self.sizes:
+                bounds.append(bounds[-1] + size)
+            groups = [x[:, bounds[i]:bounds[i + 1]] for i in range(len(self.sizes))]
         outs = []
         sp = groups[0]
         for i, conv in enumerate(self.convs):
@@ -193,7 +263,34 @@ class SDTAEncoder(nn.Module):
         outs.extend(groups[self.nums:])
         return torch.cat(outs, dim=1)
 
+    def _forward_channels_first(self, x: torch.Tensor) -> torch.Tensor:
+        _, _, H, W = x.shape
+        shortcut = x
+        x = self._multi_scale(x, one_split=True)
+        if self.pos_embd is not None:
+            x = x + self.pos_embd(H, W)
+        attended = self.xca.forward_channels_first(channel_layer_norm(x, self.norm_xca.weight, self.norm_xca.bias,
+                                                                      self.norm_xca.eps))
+        x = x + channel_scaled(self.gamma_xca, attended)
+        y = channel_layer_norm(x, self.norm.weight, self.norm.bias, self.norm.eps)
+        return shortcut + channel_scaled(self.gamma, self.pwconv2(self.act(self.pwconv1(y))))
+
+    def _forward_channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        B, H, W, C = x.shape
+        shortcut = x
+        x = conv_nhwc(self._multi_scale, x)  # one transpose in, one out
+        if self.pos_embd is not None:
+            x = x + self.pos_embd(H, W).permute(0, 2, 3, 1)  # a constant once traced
+        tokens = x.reshape(B, H * W, C)
+        tokens = tokens + _layer_scaled(self.gamma_xca, self.xca.forward_channels_last(self.norm_xca(tokens)))
+        y = self.pwconv2(self.act(self.pwconv1(self.norm(tokens.reshape(B * H * W, C)))))
+        return shortcut + _layer_scaled(self.gamma, y).reshape(B, H, W, C)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.form == "channels_first":
+            return self._forward_channels_first(x)
+        if self.form == "channels_last":
+            return self._forward_channels_last(x)
         shortcut = x
         B, C, H, W = x.shape
         x = self._multi_scale(x)
@@ -208,9 +305,19 @@ class SDTAEncoder(nn.Module):
         return shortcut + x
 
     def reparameterize(self) -> None:
-        """Layer-scales into pwconv2 and the XCA projection."""
+        """Layer-scales into pwconv2 and the XCA projection, the LayerNorms' affines into
+        pwconv1 and the qkv projection."""
         fold_layer_scale(self.pwconv2, self, "gamma")
         fold_layer_scale(self.xca.proj, self, "gamma_xca")
+        fold_norm_affine(self, "norm", self.pwconv1)
+        fold_norm_affine(self, "norm_xca", self.xca.qkv)
+
+    def to_form(self, form: str) -> None:
+        self.form = form
+        if form == "channels_first":
+            self.pwconv1, self.pwconv2 = conv1x1(self.pwconv1), conv1x1(self.pwconv2)
+            self.xca.to_channels_first()
+        record_change("", f"SDTAEncoder: {_FORM_CHANGES[form]}")
 
 
 class ConvEncoderBNHS(nn.Module):
@@ -253,6 +360,8 @@ class SDTAEncoderBNHS(SDTAEncoder):
         self.norm_xca = nn.BatchNorm2d(dim)
         self.norm = nn.BatchNorm2d(dim)
         self.act = nn.Hardswish()
+
+    to_form = None  # no target forms for the BatchNorm + Hardswish variant (edgevit.forms)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
@@ -327,7 +436,15 @@ class EdgeNeXt(nn.Module):
         self.head = nn.Linear(dims[-1], num_classes)
         self.apply(init_conv_linear_weights)
 
+        self.form: str | None = None  # None: as trained (edgevit.forms)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.form == "channels_last":  # the stem's output and everything after it is NHWC
+            stem_conv, stem_norm = self.downsample_layers[0]
+            x = self.stages[0](stem_norm(stem_conv(x).permute(0, 2, 3, 1)))
+            for (norm, conv), stage in zip(self.downsample_layers[1:], self.stages[1:]):
+                x = stage(conv_nhwc(conv, norm(x)))
+            return self.norm(x.mean(dim=(1, 2)))  # (B, C)
         for down, stage in zip(self.downsample_layers, self.stages):
             x = stage(down(x))
         if self.bn_hs:
@@ -339,9 +456,28 @@ class EdgeNeXt(nn.Module):
 
     def reparameterize(self) -> None:
         """bn_hs: the BatchNorm before the global pooling commutes with the mean and folds
-        into the head. (The LayerNorm variant normalizes after pooling and keeps it.)"""
+        into the head. The LayerNorm variant keeps its normalizations and folds the last
+        one's affine into the head (the downsampling ones fold into their strided convs as
+        any norm before a layer in an nn.Sequential; the stem's feeds the residual stream)."""
         if self.bn_hs:
             fold_into_next(self, "norm", self.head, note="absorbed through the mean pooling")
+            return
+        fold_norm_affine(self, "norm", self.head)
+
+    def to_form(self, form: str) -> None:
+        """Both forms for the LayerNorm variant (none for bn_hs): every block, norm and
+        the pooling take the form's layout."""
+        if self.bn_hs:
+            return
+        self.form = form
+        convert_children(self, form)
+        record_change("", f"EdgeNeXt: {_FORM_CHANGES[form]}")
+
+
+_FORM_CHANGES = {
+    "channels_first": "NCHW end to end, Linears as 1x1 convs, LayerNorm over axis 1",
+    "channels_last": "NHWC end to end, dw convs the only NCHW ops",
+}
 
 
 def init_conv_linear_weights(m: nn.Module) -> None:

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..forms import record_change
+
 
 class RepBN(nn.Module):
     """``BN(x) + alpha * x`` over the channels of a token tensor (B, N, C); alpha is one scalar.
@@ -147,6 +149,7 @@ class SimplifiedLinearAttention(nn.Module):
         self.proj = nn.Linear(inner, dim)
         self.dwc = nn.Conv2d(head_dim, head_dim, kernel_size, padding=kernel_size // 2, groups=head_dim)
         self.positional_encoding = nn.Parameter(torch.zeros(1, num_tokens, inner))
+        self.form: str | None = None  # None: as trained (edgevit.forms)
 
     def attend(self, qkv: torch.Tensor) -> torch.Tensor:
         """The linear attention without the conv (PyTorch ops; see edgevit.use_native)."""
@@ -161,8 +164,34 @@ class SimplifiedLinearAttention(nn.Module):
         return self.dwc(grid).reshape(B, h, d, N).permute(0, 3, 1, 2).reshape(B, N, h * d)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.form == "channels_last":
+            return self._forward_channels_last(x)
         qkv = self.qkv(x)
         return self.proj(self.attend(qkv) + self.local_mixing(qkv))  # (B, N, C)
+
+    def _forward_channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        """The same attention with each head as a (d, N) block: one transpose of qkv in and
+        one of the result out; the conv on V reads V's block as it lies, and every product
+        reads a transposed operand only on its right (what XNNPACK delegates). ``x`` is
+        (B, N, C) or, inside a model that flattens its tokens, (B*N, C)."""
+        h, d, s = self.num_heads, self.head_dim, self.side
+        N = s * s
+        qkv = self.qkv(x).reshape(-1, N, 3 * h, d).permute(0, 2, 3, 1)  # (B, 3*heads, d, N)
+        q, k, v = qkv.split(h, dim=1)
+        q, k = F.relu(q), F.relu(k + self.positional_encoding.reshape(1, N, h, d).permute(0, 2, 3, 1))
+        vk = torch.matmul(v, k.transpose(-2, -1))  # (B, heads, d, d): (K^T V) transposed
+        denominator = (q * k.sum(dim=-1, keepdim=True)).sum(dim=-2, keepdim=True)  # (B, heads, 1, N)
+        out = torch.matmul(vk, q) * (1.0 / (denominator + 1e-6))  # out[j, n] = sum_i (K^T V)[i, j] q[i, n]
+        out = out + self.dwc(v.reshape(-1, d, s, s)).reshape(-1, h, d, N)
+        out = out.reshape(-1, h * d, N).transpose(1, 2)  # (B, N, heads*d)
+        return self.proj(out.reshape(*x.shape[:-1], h * d))
+
+    def to_form(self, form: str) -> None:
+        """channels_last, when there are more tokens than head channels (the product order
+        the official code uses then)."""
+        if form == "channels_last" and self.side * self.side > self.head_dim:
+            self.form = form
+            record_change("", "SimplifiedLinearAttention: heads as (d, N) blocks, one transpose in and one out")
 
 
 def simplified_linear_attention(qkv: torch.Tensor, positional: torch.Tensor, heads: int) -> torch.Tensor:

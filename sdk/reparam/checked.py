@@ -27,25 +27,32 @@ def fold_checked(module: Any, name: str, inputs: Sequence[np.ndarray]) -> tuple[
     A fold that changes the output more is a bug, raised as an :class:`ExportError` before
     anything is converted or written.
     """
-    from ..pipeline import torch_reference
-
     folded = reparameterize(copy.deepcopy(module))
     report: FoldReport = folded.edgevit_reparam_report
     report.model = name
-    run_reference = torch_reference(_float64_copy(module))
-    run_folded = torch_reference(_float64_copy(folded))
+    report.max_abs_change = check_unchanged(module, folded, inputs, f"re-parameterizing {name}", "--no-reparam")
+    return folded, report
+
+
+def check_unchanged(reference: Any, rewritten: Any, inputs: Sequence[np.ndarray], what: str, opt_out: str) -> float:
+    """The largest change ``rewritten`` makes to ``reference``'s output, both run in float64
+    on every input; an :class:`ExportError` naming ``what`` (and the ``opt_out`` option)
+    when any output moves by more than :data:`FOLD_TOLERANCE`."""
+    from ..pipeline import torch_reference
+
+    run_reference = torch_reference(_float64_copy(reference))
+    run_rewritten = torch_reference(_float64_copy(rewritten))
     atol, rtol = FOLD_TOLERANCE
     worst = 0.0
     for x in inputs:
         x64 = np.asarray(x, dtype=np.float64)
-        ref, got = run_reference(x64), run_folded(x64)
+        ref, got = run_reference(x64), run_rewritten(x64)
         diff = np.abs(got - ref)
         worst = max(worst, float(diff.max()))
         if np.any(diff > atol + rtol * np.abs(ref)):
-            raise ExportError(f"re-parameterizing {name} changed its output by {float(diff.max()):.3g} "
-                              f"(limit {atol:g} + {rtol:g}*|ref|, float64); use --no-reparam and report this bug")
-    report.max_abs_change = worst
-    return folded, report
+            raise ExportError(f"{what} changed its output by {float(diff.max()):.3g} "
+                              f"(limit {atol:g} + {rtol:g}*|ref|, float64); use {opt_out} and report this bug")
+    return worst
 
 
 def _float64_copy(module: Any) -> Any:

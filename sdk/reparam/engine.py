@@ -8,7 +8,8 @@ looks at it. At each module:
    first makes it fold its whole subtree when a user calls it on the block alone);
 2. in an ``nn.Sequential`` the data flow is the order of the children, so the generic
    folds apply to every adjacent pair: Conv/Linear then an affine (BatchNorm, RepBN,
-   ...), and an affine then Conv/Linear where that is exact.
+   ...), and an affine (or a layer norm's weight and bias) then Conv/Linear where that
+   is exact.
 
 Finally every normalization still present is reported as kept, with the reason it could
 not fold.
@@ -23,7 +24,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from .folds import FOLDABLE_LAYERS, ChannelAffine, fold_into_next, fold_into_previous
+from .folds import FOLDABLE_LAYERS, ChannelAffine, fold_into_next, fold_into_previous, fold_norm_affine
 from .report import FoldReport, at, collecting, record
 
 log = logging.getLogger("edgevit.reparam")
@@ -89,7 +90,7 @@ def _fold_sequential(seq: nn.Sequential) -> None:
         if isinstance(layer_first, FOLDABLE_LAYERS) and fold_into_previous(layer_first, seq, second):
             continue
         if isinstance(layer_second, FOLDABLE_LAYERS):
-            fold_into_next(seq, first, layer_second)
+            fold_into_next(seq, first, layer_second) or fold_norm_affine(seq, first, layer_second)
 
 
 def _audit(model: nn.Module, report: FoldReport) -> None:

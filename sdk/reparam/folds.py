@@ -263,3 +263,36 @@ def keep_as_affine(parent: nn.Module, name: str, reason: str, channel_axis: int 
     setattr(parent, name, ChannelAffine(*affine, channel_axis=channel_axis))
     record("kept", name, f"{type(child).__name__} kept as a multiply-add: {reason}")
     return True
+
+
+def norm_affine(norm: nn.Module) -> Optional[Affine]:
+    """(weight, bias) of a layer norm over one channel axis, float64; None when it has none.
+
+    ``nn.LayerNorm`` over one axis qualifies, and any module that declares it normalizes
+    then applies ``weight``/``bias`` per channel (``normalizes_then_scales = True``)."""
+    one_axis = isinstance(norm, nn.LayerNorm) and len(norm.normalized_shape) == 1
+    if not (one_axis or getattr(norm, "normalizes_then_scales", False)) or norm.weight is None:
+        return None
+    bias = norm.bias.detach().double() if norm.bias is not None else torch.zeros_like(norm.weight, dtype=torch.float64)
+    return norm.weight.detach().double(), bias
+
+
+def fold_norm_affine(parent: nn.Module, name: str, layer: nn.Module) -> bool:
+    """Fold the affine of the layer norm ``parent.<name>`` into ``layer``, which alone reads
+    its output: ``layer(w * n + b)`` with ``n`` the normalized input. The normalization
+    stays (its statistics come from each input); its weight and bias become None."""
+    norm = _child(parent, name)
+    affine = norm_affine(norm)
+    if affine is None:
+        return False
+    kind, target = type(norm).__name__, type(layer).__name__
+    try:
+        check_input_fold(layer, *affine)
+    except ValueError as exc:
+        record("kept", name, f"{kind} affine not folded into the next {target}: {exc}")
+        return False
+    fold_affine_into_inputs(layer, *affine)
+    norm.weight = None
+    norm.bias = None
+    record("folded", name, f"{kind} affine -> next {target} (normalization kept)")
+    return True

@@ -86,6 +86,11 @@ def collecting(report: FoldReport) -> Iterator[FoldReport]:
         _REPORT.reset(token)
 
 
+def current_path() -> str:
+    """The path of the module whose names :func:`record` is taking now ("" at the top)."""
+    return _PREFIX.get()
+
+
 @contextlib.contextmanager
 def at(path: str) -> Iterator[None]:
     """Record names relative to the module at ``path``."""
