@@ -13,8 +13,8 @@ model, so before tracing it can ask it for the form that suits the target:
 One protocol, like :func:`edgevit.reparameterize`: a module that can change its form
 implements ``to_form(self, form: str) -> None``, takes charge of its whole subtree (a
 layout is a contract between a block and its neighbours, so the top-most module that
-knows the form converts everything under it) and calls :func:`record` for what it
-changed. :func:`to_form` walks the model top-down to those modules. A form computes the
+knows the form converts everything under it) and calls :func:`record_change` for what
+it changed. :func:`to_form` walks the model top-down to those modules. A form computes the
 same function as the model as trained; :func:`form_checked` proves it (float64, the fold
 tolerance) before anything is traced.
 """

@@ -208,12 +208,12 @@ def export_model(
 
         module, fold_report = fold_checked(module, name, [x for _, x in checks])
         fold_summary = fold_report.to_dict(entries=False)
-    rewritten: dict[str, tuple[Any, dict[str, Any] | None]] = {}  # model form -> (module, report)
-    traced: dict[tuple[str, InputForm], tuple[Any, Any, Any]] = {}  # -> (module, example, program)
+    rewritten: dict[str | None, tuple[Any, dict[str, Any] | None]] = {}  # model form (None: as trained) ->
+    traced: dict[tuple[str | None, InputForm], tuple[Any, Any, Any]] = {}  # -> (module, example, program)
     results = []
     for tgt in targets:
         form = input_forms[tgt]
-        model_form = form_for(tgt) if target_form and not native_ops else "as trained"
+        model_form = form_for(tgt) if target_form and not native_ops else None
         if model_form not in rewritten:
             rewritten[model_form] = _rewrite(module, trained, name, model_form, checks, say)
         form_module, form_summary = rewritten[model_form]
@@ -237,9 +237,10 @@ def export_model(
     return results
 
 
-def _rewrite(module: Any, trained: Any, name: str, model_form: str, checks, say: Progress):
-    """(``module`` in ``model_form``, summary of the rewrite or None), checked against ``trained``."""
-    if model_form == "as trained":
+def _rewrite(module: Any, trained: Any, name: str, model_form: str | None, checks, say: Progress):
+    """(``module`` in ``model_form``, summary of the rewrite or None), checked against ``trained``;
+    ``module`` itself when ``model_form`` is None (exported as trained)."""
+    if model_form is None:
         return module, None
     from .forms import form_checked
 
