@@ -14,7 +14,7 @@ Every attention shape of edgenext_xx_small, edgenext_small (256x256) and slab_de
 The native output is checked against eager first (max abs err < 1e-5). All shapes and
 implementations are then timed round-robin in the same rounds, and compared by medians of
 per-round ratios. Last, edgenext_small end to end in PyTorch eager with its attention on
-the native ops (``edgevit.native_torch.use_native``) vs the PyTorch ops, interleaved too.
+the native ops (``edgevit.native.torch_ops.use_native``) vs the PyTorch ops, interleaved too.
 
     python benchmarks/native_attention.py [--threads 1] [--rounds 15] [--runs 100] [--model-runs 5]
 """
@@ -37,10 +37,10 @@ from torch import nn
 
 import edgevit
 from edgevit import native
-from edgevit.models.edgenext import XCA, cross_covariance_attention
+from edgevit.models.edgenext_layers import XCA, cross_covariance_attention
 from edgevit.models.registry import get_spec
 from edgevit.models.slab_layers import simplified_linear_attention
-from edgevit.native_torch import attention_modules, use_native
+from edgevit.native.torch_ops import attention_modules, use_native
 from edgevit.quiet import quiet_converters
 
 from _timing import interleaved, ort_runner, ort_session, ratio  # noqa: E402,I001

@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 
 import edgevit
-from edgevit.predict import predict
+from edgevit.apps.predict import predict
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 ``convert(request, dest)`` writes the artifact for ``request`` at ``dest`` (a temporary
 path the pipeline later renames into place), and ``write_metadata(path, metadata)``
-stores the artifact's :class:`~edgevit.metadata.ArtifactMetadata` inside it.
+stores the artifact's :class:`~edgevit.artifact.metadata.ArtifactMetadata` inside it.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
+from edgevit.artifact.input_form import InputForm
 from edgevit.errors import EdgeVitError
-from edgevit.input_form import InputForm
 
 # target -> (module, artifact suffix)
 TARGETS: dict[str, tuple[str, str]] = {

@@ -10,12 +10,13 @@ from typing import Iterator
 
 import numpy as np
 
+from edgevit.artifact.metadata import METADATA_KEY, ArtifactMetadata
 from edgevit.errors import EdgeVitError, ExportError, InputError, first_line
-from edgevit.metadata import METADATA_KEY, ArtifactMetadata
-from edgevit.quantization import Int8Plan
+from edgevit.int8.guard import Int8Plan
 from edgevit.quiet import quiet_converters
-
 from edgevit.runtimes.coreml import import_coremltools
+from edgevit.runtimes.mil_program import WeightFile
+from edgevit.runtimes.mil_reference import MilInterpreter
 
 from . import ExportRequest
 
@@ -44,7 +45,7 @@ def convert(request: ExportRequest, dest: Path) -> None:
     shape = tuple(request.example.shape)
     try:
         with quiet_converters():
-            if request.form.pixels:  # the program applies mean/std (edgevit.artifact_module)
+            if request.form.pixels:  # the program applies mean/std (edgevit.pipeline.artifact_module)
                 inputs = [ct.ImageType(name="image", shape=shape, scale=1.0, color_layout=ct.colorlayout.RGB)]
             else:
                 inputs = [ct.TensorType(name=request.input_name, shape=shape, dtype=np.float32)]
@@ -122,9 +123,6 @@ def calibration_by_interpreter() -> Iterator[None]:
     """coremltools' activation calibration, with the intermediate values computed by the
     reference interpreter instead of Core ML (``ModelDebugger`` is what it runs them with)."""
     from coremltools.optimize.coreml.experimental._model_debugger import ModelDebugger
-
-    from edgevit.runtimes.mil_program import WeightFile
-    from edgevit.runtimes.mil_reference import MilInterpreter
 
     def predict_intermediate_outputs(debugger, inputs, output_names, compute_units=None):
         spec = type(debugger.model_info.spec)()

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edgevit import native_onnx
+from edgevit.artifact.metadata import METADATA_KEY, ArtifactMetadata
 from edgevit.errors import EdgeVitError, ExportError, first_line
-from edgevit.metadata import METADATA_KEY, ArtifactMetadata
+from edgevit.int8.guard import Int8Plan
+from edgevit.native import onnx_nodes
 from edgevit.optional import require
-from edgevit.quantization import Int8Plan
 from edgevit.quiet import quiet_converters
 
 from . import ExportRequest
@@ -59,7 +59,7 @@ def convert(request: ExportRequest, dest: Path) -> None:
                 output_names=[request.output_name],
                 optimize=True,
                 verbose=False,
-                custom_translation_table=native_onnx.translation_table() if native_ops else None,
+                custom_translation_table=onnx_nodes.translation_table() if native_ops else None,
             )
     except Exception as exc:
         raise ExportError(f"torch.onnx could not export {request.model_name}: {first_line(exc)}") from None
@@ -74,7 +74,7 @@ def convert(request: ExportRequest, dest: Path) -> None:
 
 def _trace(request: ExportRequest, torch, native_ops: bool):
     """Trace again: for a dynamic batch, or with the attention as ``edgevit::`` ops (native_ops)."""
-    from edgevit.native_torch import attention_modules, attention_path
+    from edgevit.native.torch_ops import attention_modules, attention_path  # torch
 
     if native_ops and not attention_modules(request.model):
         raise ExportError(f"{request.model_name} has no XCA or simplified linear attention for --native-ops")

@@ -6,13 +6,18 @@ import os
 from pathlib import Path
 
 import numpy as np
+
+from edgevit.artifact.metadata import METADATA_KEY, ArtifactMetadata
 from edgevit.errors import ExportError, first_line
-from edgevit.metadata import METADATA_KEY, ArtifactMetadata
+from edgevit.int8.guard import Int8Plan
+from edgevit.int8.sensitivity import weight_layers
 from edgevit.optional import require
-from edgevit.quantization import Int8Plan
 from edgevit.quiet import quiet_converters
+from edgevit.runtimes.litert import find_interpreter
+from edgevit.runtimes.tflite_format import STANDARD_METADATA_KEY
 
 from . import ExportRequest
+from .tflite_metadata import append_files, associated_files, standard_metadata
 
 INT8_MODES = ("full", "dynamic")  # static int8 (weights and activations), or dynamic range
 # Only the layers holding weights are quantized (docs/int8.md has the measurements): the
@@ -112,8 +117,6 @@ def quantize(source: Path, dest: Path, plan: Int8Plan, request: ExportRequest) -
 
 def _signature(path: Path) -> tuple[str, str]:
     """(signature key, input argument name) of a converted model."""
-    from edgevit.runtimes.litert import find_interpreter
-
     interpreter = find_interpreter()[0](model_path=str(path))
     key, signature = next(iter(interpreter.get_signature_list().items()))
     return key, signature["inputs"][0]
@@ -151,7 +154,6 @@ def _layer_scopes(request: ExportRequest, names: tuple[str, ...]) -> list[str]:
     lists leave no level of their own), then ``;k``."""
     import re
 
-    from edgevit.sensitivity import weight_layers
     from torch import nn
 
     if not names:
@@ -173,9 +175,6 @@ def write_metadata(path: Path, metadata: ArtifactMetadata) -> None:
     """Store ``metadata`` in the model's ``metadata`` table under the name ``edgevit``, beside
     the standard TFLite Model Metadata (``TFLITE_METADATA``) and its packed label file."""
     from ai_edge_litert import schema_py_generated as schema
-    from edgevit.runtimes.tflite_format import STANDARD_METADATA_KEY
-
-    from .tflite_metadata import append_files, associated_files, standard_metadata
 
     raw = path.read_bytes()
     model = _unpack(raw)

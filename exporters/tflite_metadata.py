@@ -21,8 +21,8 @@ from __future__ import annotations
 import io
 import zipfile
 
-from edgevit.input_form import InputForm
-from edgevit.metadata import ArtifactMetadata
+from edgevit.artifact.input_form import InputForm
+from edgevit.artifact.metadata import ArtifactMetadata
 from edgevit.optional import require
 
 LABELS_FILE = "labels.txt"

@@ -6,23 +6,15 @@ import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
+from edgevit.artifact.input_form import InputForm
+from edgevit.artifact.integrity import Integrity, content_digest
+from edgevit.artifact.metadata import ArtifactMetadata
+from edgevit.artifact.preprocess import frame_array, load_pixels, shape_fits, shape_text
 from edgevit.errors import ArtifactError, EdgeVitError, InputError, UnsupportedOperationError, first_line
-from edgevit.integrity import Integrity, content_digest
-from edgevit.metadata import ArtifactMetadata
-
-
-def shape_text(shape: Sequence[int | None]) -> str:
-    """``1x3x?x?``: a shape as users read it (``?`` for a dynamic axis)."""
-    return "x".join("?" if d is None else str(d) for d in shape)
-
-
-def shape_fits(want: Sequence[int | None], got: Sequence[int]) -> bool:
-    """``got`` has ``want``'s rank and sizes (None in ``want``: any size)."""
-    return len(got) == len(want) and all(w is None or w == g for w, g in zip(want, got))
 
 
 @dataclass(frozen=True)
@@ -55,7 +47,7 @@ class Runtime(ABC):
         self.inputs: list[TensorInfo] = []
         self.outputs: list[TensorInfo] = []
         self.metadata: ArtifactMetadata | None = None
-        self.integrity: Integrity | None = None  # recorded vs actual content digest (edgevit.integrity)
+        self.integrity: Integrity | None = None  # recorded vs actual content digest (edgevit.artifact.integrity)
         self.cannot_run_reason = ""  # why, when can_run is False
         # what app runtimes read beyond edgevit's entry (TFLite Model Metadata, Core ML classes)
         self.app_metadata: dict[str, Any] = {}
@@ -114,11 +106,8 @@ class Runtime(ABC):
     def prepare(self, image: Any, resize: str = "crop") -> np.ndarray:
         """An RGB image (a file path, a PIL image or an H x W x 3 uint8 array, e.g. a camera
         frame) as this artifact's first input, framed as ``edgevit predict`` frames a photo
-        (``resize``: see :func:`edgevit.preprocess.load_pixels`) in the input form its metadata
+        (``resize``: see :func:`edgevit.artifact.preprocess.load_pixels`) in the input form its metadata
         records."""
-        from edgevit.input_form import InputForm
-        from edgevit.preprocess import frame_array, load_pixels
-
         form = InputForm.of(self.metadata, image_input=self.inputs[0].image)
         size = form.image_size(self.inputs[0].shape)
         crop_pct = self.metadata.crop_pct if self.metadata else 0.875

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
+from edgevit.artifact.metadata import METADATA_KEY
 from edgevit.errors import ArtifactError, UnsupportedOperationError
-from edgevit.metadata import METADATA_KEY
 from edgevit.optional import require
 from edgevit.quiet import quiet_converters
 
 from .base import Runtime, TensorInfo
-from .mil_program import WeightFile
+from .mil_program import WeightFile, decode_value
+from .mil_reference import MilInterpreter
 from .mlpackage import read_artifact
 
 _ARRAY_DTYPES = {65568: "float32", 65552: "float16", 65600: "float64", 131104: "int32"}
@@ -82,8 +83,6 @@ class CoreMLRuntime(Runtime):
         elif image and description.input[0].type.imageType.colorSpace != _RGB:
             self.cannot_run_reason = "the reference interpreter takes RGB image inputs only"
         else:
-            from .mil_reference import MilInterpreter
-
             try:
                 self._interpreter = MilInterpreter(self.spec, Path(path), weights)
             except UnsupportedOperationError as exc:
@@ -127,8 +126,6 @@ class CoreMLRuntime(Runtime):
         for a model without class outputs."""
         if not self.spec.description.predictedProbabilitiesName:
             return None
-        from .mil_program import decode_value
-
         for op in self._operations():
             if op.type == "classify" and "classes" in op.inputs and len(op.inputs["classes"].arguments) == 1:
                 arg = op.inputs["classes"].arguments[0]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgevit.artifact.metadata import METADATA_KEY
 from edgevit.errors import ArtifactError, MissingDependencyError, first_line
-from edgevit.metadata import METADATA_KEY
 from edgevit.quiet import quiet_converters
 
 from .base import Runtime, TensorInfo

@@ -12,9 +12,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgevit import native_onnx
+from edgevit.artifact.metadata import METADATA_KEY
 from edgevit.errors import ArtifactError, EdgeVitError, first_line
-from edgevit.metadata import METADATA_KEY
+from edgevit.native import onnx_nodes
 from edgevit.optional import require
 
 from .base import Runtime, TensorInfo
@@ -102,9 +102,9 @@ class OnnxRuntime(Runtime):
                 if "External data" in str(exc):
                     raise ArtifactError(f"cannot load ONNX model {path}: it keeps tensors in external data files, "
                                         "which edgevit does not read (export it as one file)") from None
-                if native_onnx.DOMAIN not in str(exc):
+                if onnx_nodes.DOMAIN not in str(exc):
                     raise ArtifactError(f"cannot load ONNX model {path}: {first_line(exc)}") from None
-                self.session = native_onnx.session(path, data, options, chosen)  # edgevit's fused attention
+                self.session = onnx_nodes.session(path, data, options, chosen)  # edgevit's fused attention
         try:
             self.inputs = [_tensor_info(a) for a in self.session.get_inputs()]
             self.outputs = [_tensor_info(a) for a in self.session.get_outputs()]

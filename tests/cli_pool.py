@@ -26,7 +26,7 @@ import json, os, resource, sys, tempfile, traceback
 for name in sys.argv[1].split(","):   # modules the device profile does not have
     if name:
         sys.modules[name] = None
-import edgevit.cli
+import edgevit.cli.main
 try:
     import coremltools  # noqa: F401  (imported once, here)
 except ImportError:
@@ -52,7 +52,7 @@ for line in commands:
         os.dup2(out.fileno(), 1); os.dup2(err.fileno(), 2)
         escaped = None
         try:
-            code = edgevit.cli.main(argv)
+            code = edgevit.cli.main.main(argv)
         except BaseException as exc:
             code, escaped = -1, traceback.format_exc()
         finally:

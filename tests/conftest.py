@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -65,6 +66,21 @@ def photo() -> Path:
     path = Path(sklearn.datasets.__file__).parent / "images" / "china.jpg"
     assert path.is_file()
     return path
+
+
+@pytest.fixture(scope="session")
+def frames(photo, tmp_path_factory) -> Path:
+    """A folder as a camera roll: the photo, a crop of it as PNG, a grayscale copy, and a
+    file that is not an image (skipped)."""
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("frames")
+    shutil.copy(photo, folder / "a_photo.jpg")
+    with Image.open(photo) as img:
+        img.crop((100, 50, 400, 300)).save(folder / "b_crop.png")
+        img.convert("L").save(folder / "c_gray.png")
+    (folder / "notes.txt").write_text("not an image")
+    return folder
 
 
 # --- app-ready artifacts: TFLite in its default (app) form, Core ML image-input classifiers ---
@@ -151,8 +167,9 @@ INT8_EXPORTS = [("onnx", "full"), ("onnx", "dynamic"), ("tflite", "full"), ("tfl
 @pytest.fixture(scope="session")
 def digits_model():
     """edgenext_xx_small trained 4 epochs on digits at 64x64 (about 96% test accuracy)."""
-    import edgevit
     import torch
+
+    import edgevit
     from edgevit.edvit.data import load_dataset
     from edgevit.edvit.train import fit
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import edgevit
 import numpy as np
 import pytest
-from edgevit.predict import predict
+from edgevit.apps.predict import predict
 
 from .conftest import APP_MODELS as MODELS
 from .conftest import LABELS, SMALL
@@ -68,7 +68,7 @@ def test_mediapipe_preprocessing_is_predicts_stretch(tmp_path, photo):
     """MediaPipe's input tensor, read back through a model whose scores are its input
     pixels, equals edgevit's ``stretch`` resize of the same image, pixel for pixel."""
     import torch
-    from edgevit.preprocess import load_pixels
+    from edgevit.artifact.preprocess import load_pixels
     from PIL import Image
 
     class Pixels(torch.nn.Module):  # the normalized image, flattened (the export adds NHWC + pixel input)

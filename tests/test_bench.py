@@ -25,7 +25,7 @@ def test_benchmark_from_an_unguarded_script_runs_the_script_once(artifacts, tmp_
 
 def test_a_worker_that_dies_is_one_clear_error(artifacts, tmp_path, monkeypatch):
     import edgevit
-    from edgevit import bench
+    from edgevit.inspect import bench
 
     monkeypatch.setattr(bench.sys, "executable", str(tmp_path / "no-python"))
     try:

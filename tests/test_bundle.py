@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import edgevit
-from edgevit.integrity import content_digest
+from edgevit.artifact.integrity import content_digest
 
 from .conftest import assert_clean_failure, run_cli
 

@@ -65,6 +65,18 @@ def test_verify_predict_info_bench(artifacts, photo, tmp_path):
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_predict_top_k_and_its_old_spelling(artifacts, photo):
+    """--top-k is the one name; --top (edgevit run's old spelling) is accepted, not shown."""
+    tflite_path = str(artifacts["tflite"])
+    alias = run_cli("--json", "predict", tflite_path, str(photo), "--top", "2")
+    assert alias.code == 0 and len(json.loads(alias.stdout)["top"]) == 2, alias.stderr
+    usage = run_cli("predict", "--help")
+    assert "--top-k" in usage.stdout and "--top " not in usage.stdout
+    assert_clean_failure(run_cli("predict", tflite_path, str(photo), "--top", "2", "--top-k", "3"),
+                         contains="give --top-k once")
+    assert_clean_failure(run_cli("predict", tflite_path, str(photo), "--top-k", "0"), contains="--top-k must be at least 1")
+
+
 def test_verify_fails_with_exit_1_and_a_table_when_weights_differ(artifacts, tmp_path):
     other = edgevit.create_model("edgenext_xx_small")
     torch.manual_seed(123)
@@ -78,7 +90,7 @@ def test_verify_fails_with_exit_1_and_a_table_when_weights_differ(artifacts, tmp
 
 
 def test_export_parity_failure_writes_nothing(tmp_path, monkeypatch):
-    import edgevit.parity as parity_module
+    import edgevit.pipeline.parity as parity_module
 
     monkeypatch.setitem(parity_module.TOLERANCES, "fp32", (0.0, 0.0))
     monkeypatch.setattr(parity_module, "compare", _always_off(parity_module.compare))

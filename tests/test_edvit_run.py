@@ -150,6 +150,21 @@ def test_cli_run_prints_predictions_and_fails_cleanly(plan, trained, tmp_path):
                          contains="plan.json not found")
 
 
+def test_cli_run_takes_top_k_like_every_command(plan, trained, tmp_path):
+    """--top-k, as predict and the board demos spell it; the old --top still works, unshown."""
+    _, data = trained
+    np.save(tmp_path / "batch.npy", data.x_test[:1])
+    for option in ("--top-k", "--top"):
+        result = run_cli("run", "--plan", str(plan.directory), option, "2", "batch.npy", cwd=tmp_path)
+        assert result.code == 0 and "top 2" in result.stdout, (option, result.stderr)
+    usage = run_cli("run", "--help")
+    assert "--top-k" in usage.stdout and "--top " not in usage.stdout
+    assert_clean_failure(run_cli("run", "--plan", str(plan.directory), "--top", "2", "--top-k", "3", "batch.npy",
+                                 cwd=tmp_path), contains="give --top-k once")
+    assert_clean_failure(run_cli("run", "--plan", str(plan.directory), "--top-k", "0", "batch.npy", cwd=tmp_path),
+                         contains="--top-k must be at least 1")
+
+
 def test_a_hung_sub_model_does_not_keep_the_process_alive(plan, trained, tmp_path):
     """After the deadline error the process exits at once, with the worker still stuck."""
     import subprocess

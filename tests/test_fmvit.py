@@ -12,16 +12,22 @@ import torch
 from torch import nn
 
 import edgevit
-from edgevit.flops import count_macs
+from edgevit.artifact.input_form import InputForm
+from edgevit.inspect.cost import count_macs
 from edgevit.models.fmvit import (
-    ConvBlock, ConvFusionBlock, FrequencyMixingBlock, GroupMLP, RLMHSA, mixing_positions,
+    RLMHSA,
+    ConvBlock,
+    ConvFusionBlock,
+    FrequencyMixingBlock,
+    GroupMLP,
+    mixing_positions,
 )
 from edgevit.models.registry import get_spec
-from edgevit.pipeline import torch_reference
+from edgevit.pipeline.artifact_module import artifact_module
+from edgevit.pipeline.parity import parity_inputs
 from edgevit.reparam import recalibrate_batchnorm, reparameterize
 from edgevit.reparam.branches import MultiBranchConv2d
-from edgevit.reparam.checked import FOLD_TOLERANCE
-from edgevit.parity import parity_inputs
+from edgevit.reparam.checked import FOLD_TOLERANCE, torch_reference
 
 from .conftest import SMALL, assert_clean_failure, run_cli
 from .helpers import onnx_normalization_ops
@@ -320,22 +326,31 @@ def test_the_branch_detector_finds_the_unfolded_branches(tmp_path):
     assert onnx_normalization_ops(result.path)
 
 
+def _float32_rounding(model: nn.Module, form: InputForm, inputs) -> float:
+    """How far ``model`` behind the input ``form`` (the parity reference) is from itself in
+    float64, on ``inputs`` (normalized NCHW) given in that form."""
+    wrapped = artifact_module(model, form)
+    reference, exact = torch_reference(wrapped), torch_reference(copy.deepcopy(wrapped).double())
+    given = [form.from_normalized(x) for x in inputs]
+    return max(float(np.abs(reference(x) - exact(x.astype(np.float64))).max()) for x in given)
+
+
 @pytest.mark.parametrize("name", VARIANTS)
 def test_every_variant_exports_to_every_target_with_parity(name, tmp_path):
     model = realistic(edgevit.create_model(name), (2, 3, SMALL, SMALL))
     results = edgevit.export(model, "all", tmp_path, image_size=SMALL, num_inputs=2)
     assert [r.target for r in results] == ["onnx", "coreml", "tflite"]
     inputs = [x for _, x in parity_inputs((1, 3, SMALL, SMALL), 2, 0)]
-    reference, exact = torch_reference(model), torch_reference(copy.deepcopy(model).double())
-    scale = max(float(np.abs(reference(x)).max()) for x in inputs)
-    # the float32 rounding the unfolded model itself carries (its distance from float64)
-    noise = max(float(np.abs(reference(x) - exact(x.astype(np.float64))).max()) for x in inputs)
+    scale = max(float(np.abs(torch_reference(model)(x)).max()) for x in inputs)
     assert scale > 1.0  # O(1) logits: every path matters
     for result in results:
         assert result.written and result.parity.passed and result.parity.numerically_verified, result.target
         assert result.reparam["kept"] == 0 and result.reparam["max_abs_change"] < 1e-5
         # far inside the fp32 tolerance: the artifact and the unfolded model each round on
-        # their own, so their distance is bounded by a few times that rounding, no more
+        # their own, so their distance is bounded by a few times that rounding, no more;
+        # the rounding is the reference's that parity compares with: the unfolded model
+        # behind the artifact's input form (TFLite: RGB pixels, normalized in float32)
+        noise = _float32_rounding(model, InputForm.of(edgevit.load(result.path).metadata), inputs)
         bound = max(1e-5 * scale, 3 * noise)
         assert result.parity.max_abs_err <= bound, (result.target, result.parity.max_abs_err, scale, noise)
         assert result.parity.top1_agreement == 1.0

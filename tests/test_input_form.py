@@ -6,10 +6,10 @@ import edgevit
 import numpy as np
 import pytest
 import torch
-from edgevit.artifact_module import ArtifactModule
+from edgevit.pipeline.artifact_module import ArtifactModule
 from edgevit.errors import InputError
-from edgevit.input_form import InputForm, parse_layout
-from edgevit.preprocess import load_pixels
+from edgevit.artifact.input_form import InputForm, parse_layout
+from edgevit.artifact.preprocess import load_pixels
 
 
 def test_forms_convert_normalized_and_pixel_batches():

@@ -154,7 +154,7 @@ def test_int8_usage_errors_are_one_line(tmp_path, args, message):
 
 def test_calibration_sources_read_alike(tmp_path):
     """digits, an .npz of its pixels and a class-folder of PNGs give the same inputs and labels."""
-    from edgevit.calibration import load_samples
+    from edgevit.int8.calibration import load_samples
     from PIL import Image
     from sklearn.datasets import load_digits
 
@@ -176,7 +176,7 @@ def test_calibration_sources_read_alike(tmp_path):
 def test_a_hostile_npz_is_refused_before_allocating(tmp_path):
     import zipfile
 
-    from edgevit.calibration import load_samples
+    from edgevit.int8.calibration import load_samples
     from edgevit.errors import InputError
 
     header = np.lib.format.header_data_from_array_1_0(np.zeros((1,), np.uint8))

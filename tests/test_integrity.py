@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import edgevit
-from edgevit.integrity import PLACEHOLDER, content_digest
+from edgevit.artifact.integrity import PLACEHOLDER, content_digest
 
 from .conftest import assert_clean_failure, run_cli
 

@@ -20,7 +20,7 @@ from edgevit import native
 from edgevit.errors import ExportError, InputError, MissingDependencyError
 from edgevit.models.deit import build_deit
 from edgevit.models.edgenext import EdgeNeXt
-from edgevit.native_torch import NativeXCA, attention_modules, attention_path, use_native
+from edgevit.native.torch_ops import NativeXCA, attention_modules, attention_path, use_native
 
 if not native.available() and os.environ.get("CI") != "true":
     pytest.skip(f"native kernels not built: {native.status().reason}", allow_module_level=True)
@@ -83,7 +83,7 @@ def test_torch_export_traces_the_ops_as_single_nodes():
 
 
 @pytest.mark.parametrize("op, reference", [
-    ("xca", edgevit.models.edgenext.cross_covariance_attention),
+    ("xca", edgevit.models.edgenext_layers.cross_covariance_attention),
     ("sla", edgevit.models.slab_layers.simplified_linear_attention),
 ])
 def test_gradients_match_the_reference(op, reference):
@@ -103,7 +103,7 @@ def test_other_dtypes_use_the_reference_path():
     qkv = torch.randn(1, 9, 18, dtype=torch.float64)
     got = torch.ops.edgevit.xca(qkv, torch.ones(2, dtype=torch.float64), 2)
     assert got.dtype == torch.float64
-    assert torch.equal(got, edgevit.models.edgenext.cross_covariance_attention(qkv, torch.ones(2, dtype=torch.float64), 2))
+    assert torch.equal(got, edgevit.models.edgenext_layers.cross_covariance_attention(qkv, torch.ones(2, dtype=torch.float64), 2))
 
 
 def _run(code: str, **env) -> subprocess.CompletedProcess:
@@ -113,7 +113,7 @@ def _run(code: str, **env) -> subprocess.CompletedProcess:
 
 def test_without_the_kernels_everything_runs_on_the_reference_path():
     code = (
-        "import torch, json, edgevit; from edgevit import native; from edgevit.native_torch import use_native\n"
+        "import torch, json, edgevit; from edgevit import native; from edgevit.native.torch_ops import use_native\n"
         "from edgevit.models.edgenext import EdgeNeXt\n"
         "m = EdgeNeXt(num_classes=5, depths=(1, 1, 1, 1), dims=(8, 16, 24, 32), heads=(2, 2, 2, 2)).eval()\n"
         "x = torch.randn(1, 3, 64, 64); y0 = m(x); use_native(m); y1 = m(x)\n"
@@ -170,7 +170,7 @@ def test_native_onnx_runs_in_onnx_runtime_with_the_kernels(native_onnx):
 
 
 def test_native_onnx_needs_onnxruntime_extensions(native_onnx, monkeypatch):
-    from edgevit import native_onnx as module
+    from edgevit.native import onnx_nodes as module
 
     module._register_ops.cache_clear()
     monkeypatch.setitem(sys.modules, "onnxruntime_extensions", None)

@@ -30,7 +30,7 @@ def test_no_public_function_shares_its_name_with_a_submodule():
 def test_verify_is_a_function_after_an_export(tmp_path):
     """The README's order: export first, then edgevit.verify (the submodule used to shadow it)."""
     script = (
-        "import edgevit, edgevit.pipeline\n"
+        "import edgevit, edgevit.pipeline.verify\n"
         "r = edgevit.export('edgenext_xx_small', 'onnx', {out!r}, image_size=64, num_inputs=1)\n"
         "print(edgevit.verify(r.path, 'edgenext_xx_small', num_inputs=1).passed)\n"
     ).format(out=str(tmp_path))

@@ -11,7 +11,8 @@ from torch import nn
 
 import edgevit
 from edgevit.models.deit import Block, VisionTransformer
-from edgevit.models.edgenext import ConvEncoderBNHS, EdgeNeXt, LayerNorm2d, SDTAEncoderBNHS
+from edgevit.models.edgenext import ConvEncoderBNHS, EdgeNeXt, SDTAEncoderBNHS
+from edgevit.models.edgenext_layers import LayerNorm2d
 from edgevit.models.slab_layers import RepBN
 from edgevit.models.slab_swin import PatchMerging, SwinBlock, SwinPatchEmbed
 from edgevit.reparam import ChannelAffine, fold_into_next, reparameterize

@@ -1,4 +1,4 @@
-"""Target forms (edgevit.forms): exact rewrites, and the graphs they give each target."""
+"""Target forms (edgevit.reparam.forms): exact rewrites, and the graphs they give each target."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import edgevit
-from edgevit.forms import FORMS, TARGET_FORMS, form_checked, to_form
+from edgevit.reparam.forms import FORMS, TARGET_FORMS, form_checked, to_form
 from edgevit.models.deit import build_deit
 from edgevit.models.edgenext import ConvEncoder, EdgeNeXt
 from edgevit.reparam.checked import fold_checked

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import edgevit
 from edgevit.errors import EdgeVitError
-from edgevit.frames import demo_main, demo_parser
+from edgevit.apps.frames import demo_main, demo_parser
 from edgevit.runtimes.onnxruntime import GPU_PROVIDERS, parse_providers
 
 

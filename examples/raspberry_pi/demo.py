@@ -13,7 +13,7 @@ import sys
 
 import edgevit
 from edgevit.errors import EdgeVitError
-from edgevit.frames import demo_main, demo_parser
+from edgevit.apps.frames import demo_main, demo_parser
 
 
 def load(args):

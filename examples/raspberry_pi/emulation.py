@@ -84,7 +84,7 @@ def write_kernel_cases(path: Path) -> None:
     """Inputs and float64 torch references of both attention kernels, for every KERNEL_SHAPES."""
     import torch
 
-    from edgevit.models.edgenext import cross_covariance_attention
+    from edgevit.models.edgenext_layers import cross_covariance_attention
     from edgevit.models.slab_layers import simplified_linear_attention
 
     cases = {}
@@ -130,7 +130,7 @@ def kernels(cases_path: Path, out: Path) -> int:
 
 def compare(work: Path) -> int:
     """arm64 scores (each venv) against the x86 ones; the kernel results; one table, one JSON."""
-    from edgevit.parity import TOLERANCES
+    from edgevit.pipeline.parity import TOLERANCES
 
     labels = json.loads((work / "host" / "labels.json").read_text())
     rows, passed = [], True

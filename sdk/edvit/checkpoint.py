@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..errors import ArtifactError, first_line
+from ..models.factory import create_model
 from ..paths import ensure_writable_dir, publish, staged_path
 from .data import Dataset
 
@@ -34,8 +35,6 @@ def save_checkpoint(model: nn.Module, path, data: Dataset) -> None:
 
 def load_checkpoint(path) -> tuple[nn.Module, dict]:
     """A model saved by :func:`save_checkpoint`, and its record (classes, mean, std, ...)."""
-    from ..api import create_model
-
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"weights file not found: {path}")

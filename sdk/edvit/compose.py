@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..apps.predict import softmax
 from ..models.deit import VisionTransformer
-from ..predict import softmax
 from ..models.slab_layers import finish_schedules
 from .train import Progress, fit, predict
 

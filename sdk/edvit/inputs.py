@@ -13,8 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
+from ..artifact.preprocess import read_npy
 from ..errors import InputError
-from ..preprocess import read_npy
 from .data import IMAGE_SUFFIXES, read_rgb
 from .plan import SplitPlan
 

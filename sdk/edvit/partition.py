@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..apps.predict import softmax
 from ..errors import InputError
-from ..predict import softmax
 
 METHODS = ("balanced", "confusion", "embedding")
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..inspect.bench import measure
 from .data import Dataset
 from .plan import SplitPlan
 
@@ -13,8 +14,6 @@ from .plan import SplitPlan
 def build_report(plan: SplitPlan, data: Dataset, *, full_accuracy: float, fused_accuracy: float,
                  deployed_accuracy: float, partition: str, runs: int, seconds: float) -> dict[str, Any]:
     """Measure per-sub-model latency and gather the figures of a finished split."""
-    from ..bench import measure
-
     full_params = plan.model["params"]
     full_size_bytes = plan.model["artifacts"]["onnx"]["size_bytes"]
     full_ms = measure(str(plan.artifact_path("full")), "auto", 1, runs, 3)["median_ms"]

@@ -22,9 +22,14 @@ from typing import Any, Callable
 
 import numpy as np
 
+from edgevit.runtimes.loader import load as load_artifact
+
+from ..apps.predict import softmax
 from ..errors import DeadlineError, EdgeVitError, InputError
-from ..predict import softmax
+from .inputs import prepare_inputs
+from .local import LocalBackend
 from .plan import SplitPlan, load_plan
+from .ray_backend import RayBackend
 from .scatter import Deadline
 from .worker import run_batch
 
@@ -91,17 +96,11 @@ class PlanSession:
             raise InputError(f"max_batch must be at least 1, got {max_batch}")
         self.max_batch = max_batch
         self._shape = tuple(self.plan.input["shape"][1:])
-        from edgevit.runtimes.loader import load as edgevit_load
-
-        self.fusion = (load or edgevit_load)(self.plan.artifact_path("fusion"), threads=threads)
+        self.fusion = (load or load_artifact)(self.plan.artifact_path("fusion"), threads=threads)
         if backend == "ray":
-            from .ray_backend import RayBackend
-
             self.backend: Any = RayBackend(self.plan, address=address, load=load, threads=threads,
                                            startup_timeout_s=startup_timeout_s)
         else:
-            from .local import LocalBackend
-
             self.backend = LocalBackend(self.plan, load=load, threads=threads)
         self._answered = [dict(w) for w in self.backend.placement]  # the worker that last answered, per sub-model
         self._restarts = [0] * len(self._answered)
@@ -236,9 +235,13 @@ class PlanSession:
         self.close()
 
 
-def run_plan(plan: SplitPlan | str | Path, inputs: np.ndarray, *, backend: str = "local",
+def run_plan(plan: SplitPlan | str | Path, inputs: Any, *, backend: str = "local",
              deadline_s: float = 30.0, **options: Any) -> RunResult:
-    """Fused predictions of a split plan for a batch ``inputs`` (N, C, H, W) float32: a
-    session started for this call and closed after it, on success or failure."""
+    """Fused predictions of a split plan for ``inputs``, a batch (N, C, H, W) float32 or one
+    or more image / .npy paths: a session started for this call and closed after it, on
+    success or failure."""
+    plan = plan if isinstance(plan, SplitPlan) else load_plan(plan)
+    if not isinstance(inputs, np.ndarray):
+        inputs = prepare_inputs(plan, [inputs] if isinstance(inputs, (str, Path)) else list(inputs))[0]
     with PlanSession(plan, backend, **options) as session:
         return session.run(inputs, deadline_s)

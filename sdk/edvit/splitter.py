@@ -18,11 +18,13 @@ import numpy as np
 from .._version import __version__
 from ..errors import InputError, OutputPathError, ParityError
 from ..paths import ensure_writable_dir, publish, staged_path
+from ..pipeline.flow import export_model
 from .assign import Device, SubModelCost, assign
+from .checkpoint import load_checkpoint
 from .compose import FusedModel, feature_dim, finetune_submodel, train_fusion
 from .cost import BYTES_PER_PARAM, gflops, parse_budget
 from .data import Dataset, load_dataset
-from .devices import local_device
+from .devices import local_device, read_devices
 from .partition import METHODS, confusion_affinity, embedding_affinity, group_sizes, partition_classes
 from .plan import SplitPlan, SubModelEntry, artifact_record, load_plan
 from .prune import backbone_parameters, check_supported, measure_importance, parameter_count, prune_to_budget
@@ -41,8 +43,6 @@ def _resolve_model(model: Any, weights: str | Path | None) -> tuple[Any, dict | 
         return check_supported(model).eval(), None
     if weights is None:
         raise InputError(f"splitting needs a trained {model}: give its weights (edgevit train writes them)")
-    from .checkpoint import load_checkpoint
-
     loaded, record = load_checkpoint(weights)
     if loaded.edgevit_name != model:
         raise InputError(f"{weights} holds a {loaded.edgevit_name}, not a {model}")
@@ -67,8 +67,6 @@ def _check_fit(vit, data: Dataset, record: dict | None) -> None:
 
 
 def _export(module, path: Path, target: str, data: Dataset, output_name="features"):
-    from ..pipeline import export_model
-
     result = export_model(module, target, path, reparam=True, verify=True, output_name=output_name,
                           mean=data.mean, std=data.std, layout="nchw", image_input=False)[0]  # what the runner feeds
     if not result.written:
@@ -77,7 +75,8 @@ def _export(module, path: Path, target: str, data: Dataset, output_name="feature
     return result
 
 
-def split(model: Any, data: str | Path | Dataset, num_submodels: int, devices: Sequence[Device] | None = None,
+def split(model: Any, data: str | Path | Dataset, num_submodels: int,
+          devices: Sequence[Device] | str | Path | None = None,
           budget: float | int | str | None = None, output: str | Path = "edvit_plan", *,
           weights: str | Path | None = None, partition: str = "balanced", finetune_epochs: int = 20,
           fusion_epochs: int = 40, overwrite: bool = False, latency_runs: int = 30, seed: int = 0,
@@ -87,12 +86,14 @@ def split(model: Any, data: str | Path | Dataset, num_submodels: int, devices: S
     ``model``: a trained ViT module, or a registered name with ``weights`` (an edgevit
     training checkpoint). ``data``: "digits", a class-folder directory, an .npz, or a
     :class:`Dataset`. ``devices``: where the sub-models may go (default: one local
-    device). ``budget``: the most parameters a sub-model keeps (see
+    device; a devices.yaml path is read). ``budget``: the most parameters a sub-model keeps (see
     :func:`~edgevit.edvit.cost.parse_budget`; default 1/K of the full model).
     """
     say = progress or (lambda message: None)
     started = time.perf_counter()
     vit, record = _resolve_model(model, weights)
+    if isinstance(devices, (str, Path)):
+        devices = read_devices(devices)
     devices = list(devices) if devices else [local_device()]
     final = Path(output)
     if final.exists() and not final.is_dir():

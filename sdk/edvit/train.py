@@ -14,6 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models.factory import create_model
+from ..models.registry import get_spec
+from .prune import check_supported
+
 Progress = Callable[[str], None]
 
 
@@ -88,10 +92,6 @@ def train_vit(name: str, data, *, patch_size: int, epochs: int, lr: float = 3e-4
               seed: int = 0, progress: Progress | None = None) -> nn.Module:
     """A registered ViT built for ``data`` (image size, classes) and trained on it from
     scratch; a PRepBN model's schedule ends exactly with the last training step."""
-    from ..api import create_model
-    from ..models.registry import get_spec
-    from .prune import check_supported
-
     config = dict(img_size=data.image_size, patch_size=patch_size)
     if "prepbn_step" in get_spec(name).config:
         config["prepbn_step"] = epochs * math.ceil(len(data.y_train) / batch_size)

@@ -22,6 +22,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from edgevit.runtimes.loader import load as load_artifact
+
 from ..errors import ArtifactError, DeadlineError, EdgeVitError, WorkerError, first_line, with_message
 from .plan import PlanError, SplitPlan
 
@@ -79,9 +81,7 @@ class SubModelWorker:
         if digest != spec.sha256:
             raise PlanError(f"sub-model {spec.name}: artifact {spec.filename} does not match the plan "
                             f"(SHA-256 {digest[:16]}..., the plan says {spec.sha256[:16]}...); copy the plan again")
-        load = self._load
-        if load is None:
-            from edgevit.runtimes.loader import load
+        load = self._load or load_artifact
         with tempfile.TemporaryDirectory(prefix="edgevit-worker-") as scratch:
             path = Path(scratch) / spec.filename  # the runtimes read it whole while loading
             path.write_bytes(spec.blob)

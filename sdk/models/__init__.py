@@ -1,5 +1,7 @@
-"""Model zoo: the registry (torch-free) and one module per model family."""
+"""Model zoo: specs, the registry and the catalog (torch-free), one module per model family,
+and :mod:`.factory` (``create_model``), the one place models are built."""
 
-from .registry import ModelSpec, PaperFigures, get_spec, list_models, register_model
+from .registry import get_spec, list_models, register_model
+from .spec import ModelSpec, PaperFigures
 
 __all__ = ["ModelSpec", "PaperFigures", "get_spec", "list_models", "register_model"]

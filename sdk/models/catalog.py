@@ -1,8 +1,8 @@
-"""The built-in model zoo: one table per family, registered on import (torch-free)."""
+"""The built-in model zoo: one table per family, as :data:`BUILTIN_MODELS` (torch-free)."""
 
 from __future__ import annotations
 
-from .registry import ModelSpec, PaperFigures, register_model
+from .spec import ModelSpec, PaperFigures
 
 _EDGENEXT_SOURCE = "Maaz et al., EdgeNeXt, ECCVW 2022 (Table 2 / official README)"
 
@@ -47,26 +47,25 @@ _EDGENEXT = {
 }
 
 
-
-def _register_family(family: str, builder: str, table: dict, common: dict, size: int, describe,
-                     caveat: str = "") -> None:
+def _any_size_family(family: str, builder: str, table: dict, common: dict, size: int, describe,
+                     caveat: str = "") -> list[ModelSpec]:
     """Models that take any input size (a multiple of 32); ``describe(config)`` words each."""
-    for name, (config, paper) in table.items():
-        register_model(
-            ModelSpec(
-                name=name,
-                family=family,
-                builder=builder,
-                config={**common, **config},
-                input_size=(3, size, size),
-                paper=paper,
-                description=describe(config),
-                caveat=caveat,
-            )
+    return [
+        ModelSpec(
+            name=name,
+            family=family,
+            builder=builder,
+            config={**common, **config},
+            input_size=(3, size, size),
+            paper=paper,
+            description=describe(config),
+            caveat=caveat,
         )
+        for name, (config, paper) in table.items()
+    ]
 
 
-_register_family(
+_EDGENEXT_SPECS = _any_size_family(
     "edgenext", "edgevit.models.edgenext:build_edgenext", _EDGENEXT, _EDGENEXT_COMMON, 256,
     lambda config: ("EdgeNeXt, BatchNorm + Hardswish deployment variant" if config.get("bn_hs")
                     else "EdgeNeXt: conv encoders + split depth-wise transposed attention (SDTA)"),
@@ -93,25 +92,25 @@ _SLAB = {
 }
 
 
-def _register_fixed_size(family: str, table: dict) -> None:
+def _fixed_size_family(family: str, table: dict) -> list[ModelSpec]:
     """ViTs with position tables learned for 224x224: only that size exports."""
-    for name, (builder, config, paper, description) in table.items():
-        register_model(
-            ModelSpec(
-                name=name,
-                family=family,
-                builder=builder,
-                config=config,
-                input_size=(3, 224, 224),
-                crop_pct=0.9 if "swin" in name else 0.875,
-                fixed_size=True,
-                paper=paper,
-                description=description,
-            )
+    return [
+        ModelSpec(
+            name=name,
+            family=family,
+            builder=builder,
+            config=config,
+            input_size=(3, 224, 224),
+            crop_pct=0.9 if "swin" in name else 0.875,
+            fixed_size=True,
+            paper=paper,
+            description=description,
         )
+        for name, (builder, config, paper, description) in table.items()
+    ]
 
 
-_register_fixed_size("slab", _SLAB)
+_SLAB_SPECS = _fixed_size_family("slab", _SLAB)
 
 # Plain DeiT (Touvron et al., ICML 2021): LayerNorm, softmax attention, class token; the
 # ViT family that ED-ViT splits. Image size, patch size and class count are configurable
@@ -124,7 +123,7 @@ _DEIT = {
     "deit_small": ("edgevit.models.deit:build_deit", dict(_DEIT_CONFIG, embed_dim=384, num_heads=6),
                    PaperFigures(22.1, 4.6, 79.8, _DEIT_SOURCE), "DeiT-S: plain ViT (LayerNorm, softmax attention, class token)"),
 }
-_register_fixed_size("deit", _DEIT)
+_DEIT_SPECS = _fixed_size_family("deit", _DEIT)
 
 # FMViT (Tan, Geng and Xie, arXiv 2311.05707): a RECONSTRUCTION from the paper's
 # abstract (no code or weights were released); the design is ours, documented in
@@ -145,10 +144,12 @@ _FMVIT = {
     "fmvit_l": (dict(dims=(112, 224, 448, 704), depths=(4, 5, 14, 3), mixers=(1, 1, 4, 1),
                      attn_dims=(32, 96, 224, 512), head_dim=32), PaperFigures(35.3, 7.1, 83.3, _FMVIT_SOURCE)),
 }
-_register_family(
+_FMVIT_SPECS = _any_size_family(
     "fmvit", "edgevit.models.fmvit:build_fmvit", _FMVIT, dict(sr_ratios=(8, 4, 2, 1), mlp_ratio=3.0), 224,
     lambda config: ("FMViT (reconstruction, no official weights): conv + pooled-KV attention mixed per stage, "
                     "gMLP multi-group re-parameterization, CFB fusion"),
     caveat=("reconstructed from the paper's description (no code or weights were released); "
             "the figures are the paper's, see docs/fmvit.md"),
 )
+
+BUILTIN_MODELS: tuple[ModelSpec, ...] = (*_EDGENEXT_SPECS, *_SLAB_SPECS, *_DEIT_SPECS, *_FMVIT_SPECS)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import ArtifactError, UnsupportedModelError, first_line
-from .registry import ModelSpec
+from .spec import ModelSpec
 
 _WRAPPER_KEYS = ("model_ema", "model", "state_dict", "module")
 _LIST_LIMIT = 6

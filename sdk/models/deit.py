@@ -22,10 +22,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..forms import convert_children, record_change
 from ..reparam.folds import fold_into_next, fold_norm_affine, keep_as_affine, scale_output_channels
-from .slab_layers import Mlp, SimplifiedLinearAttention, init_vit_weights, make_norm
-from .slab_layers import remap_checkpoint  # noqa: F401  (the loader looks it up here)
+from ..reparam.forms import convert_children, record_change
+from .slab_layers import (
+    Mlp,
+    SimplifiedLinearAttention,
+    init_vit_weights,
+    make_norm,
+    remap_checkpoint,  # noqa: F401  (the loader looks it up here)
+)
 
 
 class SoftmaxAttention(nn.Module):
@@ -41,7 +46,7 @@ class SoftmaxAttention(nn.Module):
         self.scale = head_dim ** -0.5
         self.qkv = nn.Linear(dim, 3 * num_heads * head_dim, bias=qkv_bias)
         self.proj = nn.Linear(num_heads * head_dim, dim)
-        self.form: str | None = None  # None: as trained (edgevit.forms)
+        self.form: str | None = None  # None: as trained (edgevit.reparam.forms)
         self.tokens: int | None = None  # the token count, once its model flattens the tokens
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Building blocks of the target forms (:mod:`edgevit.forms`) that models share."""
+"""Building blocks of the target forms (:mod:`edgevit.reparam.forms`) that models share."""
 
 from __future__ import annotations
 

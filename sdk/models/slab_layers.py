@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..forms import record_change
+from ..reparam.folds import batchnorm_affine
+from ..reparam.forms import record_change
 
 
 class RepBN(nn.Module):
@@ -38,8 +39,6 @@ class RepBN(nn.Module):
 
     def inference_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(scale, shift) per channel, float64: what this module computes in eval mode."""
-        from ..reparam.folds import batchnorm_affine
-
         scale, shift = batchnorm_affine(self.bn)
         return scale + self.alpha.detach().double(), shift
 
@@ -149,7 +148,7 @@ class SimplifiedLinearAttention(nn.Module):
         self.proj = nn.Linear(inner, dim)
         self.dwc = nn.Conv2d(head_dim, head_dim, kernel_size, padding=kernel_size // 2, groups=head_dim)
         self.positional_encoding = nn.Parameter(torch.zeros(1, num_tokens, inner))
-        self.form: str | None = None  # None: as trained (edgevit.forms)
+        self.form: str | None = None  # None: as trained (edgevit.reparam.forms)
 
     def attend(self, qkv: torch.Tensor) -> torch.Tensor:
         """The linear attention without the conv (PyTorch ops; see edgevit.use_native)."""

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
+import torch
 
-from ..errors import ExportError, InputError, OutputPathError
+from ..errors import ExportError
 from .engine import reparameterize
 from .report import FoldReport
 
@@ -38,8 +38,6 @@ def check_unchanged(reference: Any, rewritten: Any, inputs: Sequence[np.ndarray]
     """The largest change ``rewritten`` makes to ``reference``'s output, both run in float64
     on every input; an :class:`ExportError` naming ``what`` (and the ``opt_out`` option)
     when any output moves by more than :data:`FOLD_TOLERANCE`."""
-    from ..pipeline import torch_reference
-
     run_reference = torch_reference(_float64_copy(reference))
     run_rewritten = torch_reference(_float64_copy(rewritten))
     atol, rtol = FOLD_TOLERANCE
@@ -55,36 +53,16 @@ def check_unchanged(reference: Any, rewritten: Any, inputs: Sequence[np.ndarray]
     return worst
 
 
+def torch_reference(module: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """``x -> module(x)`` on numpy arrays, under inference mode (the fold check's runs, and
+    the export pipeline's parity reference)."""
+    def reference(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(torch.from_numpy(x)).numpy()
+
+    return reference
+
+
 def _float64_copy(module: Any) -> Any:
     """A float64 copy of ``module`` (parameters and buffers), for rounding-free comparison."""
     return copy.deepcopy(module).double()
-
-
-def fold_to_file(model_name: str, output: str | Path, *, weights: Optional[str | Path] = None,
-                 num_inputs: int = 2, seed: int = 0) -> FoldReport:
-    """Build a registered model, fold it (checked), and save the folded module with ``torch.save``.
-
-    The file holds the whole module (load it with ``torch.load(path, weights_only=False)``;
-    it needs edgevit installed). Written atomically: a failure leaves nothing.
-    """
-    import torch
-
-    from ..api import create_model
-    from ..models.registry import get_spec
-    from ..paths import ensure_writable_dir, publish, staged_path
-    from ..parity import parity_inputs
-
-    output = Path(output)
-    if output.is_dir():
-        raise OutputPathError(f"{output} is a directory; give the folded model's file name (e.g. folded.pt)")
-    if num_inputs < 1:
-        raise InputError("the fold check needs at least one input (num_inputs >= 1)")
-    spec = get_spec(model_name)
-    ensure_writable_dir(output.parent)
-    model = create_model(model_name, weights=weights)
-    inputs = [x for _, x in parity_inputs((1, *spec.input_size), num_inputs, seed)]
-    folded, report = fold_checked(model, model_name, inputs)
-    with staged_path(output) as staged:
-        torch.save(folded, staged)
-        publish(staged, output)
-    return report

@@ -24,6 +24,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from ..errors import InputError
 from .folds import FOLDABLE_LAYERS, ChannelAffine, fold_into_next, fold_into_previous, fold_norm_affine
 from .report import FoldReport, at, collecting, record
 
@@ -39,8 +40,6 @@ def reparameterize(model: Any) -> Any:
     ``edgevit.reparam`` logger. Calling it again on a folded model changes nothing.
     """
     if not isinstance(model, nn.Module):
-        from ..errors import InputError
-
         raise InputError(f"reparameterize expects a torch.nn.Module, got {type(model).__name__}")
     model.eval()
     report = FoldReport(model=getattr(model, "edgevit_name", type(model).__name__))
