@@ -33,6 +33,9 @@ state = _State()
 # options shared by several commands: one name, one meaning, one help text
 NO_INTEGRITY_CHECK = typer.Option(False, "--no-integrity-check",
                                   help="Use the artifact even if it changed since edgevit exported it.")
+RUNTIME = typer.Option("auto", "--runtime",
+                       help="Runtime to run the artifact with: auto, onnxruntime, litert, coreml, reference or torch.")
+THREADS = typer.Option(None, "--threads", help="Runtime threads (default: the runtime's).")
 PROVIDERS = typer.Option(None, "--providers", metavar="LIST",
                          help="ONNX Runtime execution providers, best first, e.g. tensorrt,cuda,cpu "
                               "(the one really used is reported).")

@@ -13,7 +13,7 @@ from rich.text import Text
 
 from edgevit.errors import printable
 
-from .app import NO_INTEGRITY_CHECK, Progress, app, emit, safe_console
+from .app import NO_INTEGRITY_CHECK, RUNTIME, Progress, app, emit, safe_console
 
 
 def _parity_table(report) -> None:
@@ -194,7 +194,7 @@ def verify_command(
     weights: Optional[Path] = typer.Option(None, "--weights", "-w", help="Checkpoint the artifact was made from."),
     image: Optional[Path] = typer.Option(None, "--image", help="Also compare on this image."),
     num_inputs: int = typer.Option(3, "--num-inputs", help="Random inputs to compare on."),
-    runtime: str = typer.Option("auto", "--runtime", help="Runtime to run the artifact with."),
+    runtime: str = RUNTIME,
     no_integrity_check: bool = NO_INTEGRITY_CHECK,
 ) -> None:
     """Compare an artifact's outputs with the PyTorch model's (exit 1 above tolerance)."""
@@ -202,8 +202,8 @@ def verify_command(
 
     with Progress() as progress:
         progress(f"verifying {artifact} against {model}")
-        report = verify_artifact(artifact, model, weights=weights, image=image, num_inputs=num_inputs, runtime=runtime,
-                        integrity_check=not no_integrity_check)
+        report = verify_artifact(artifact, model, weights=weights, image=image, num_inputs=num_inputs,
+                                 runtime=runtime, integrity_check=not no_integrity_check)
     emit(report.to_dict(), lambda: _parity_table(report))
     if not report.passed:
         raise typer.Exit(1)

@@ -13,7 +13,7 @@ from rich.text import Text
 
 from edgevit.errors import InputError, printable
 
-from .app import NO_INTEGRITY_CHECK, PROVIDERS, Progress, app, emit, providers_list, safe_console
+from .app import NO_INTEGRITY_CHECK, PROVIDERS, RUNTIME, THREADS, Progress, app, emit, providers_list, safe_console
 
 
 @app.command("models")
@@ -56,7 +56,7 @@ def info_command(
     artifact: Optional[Path] = typer.Argument(None, help="An .onnx, .tflite or .mlpackage file."),
     ops: bool = typer.Option(False, "--ops", help="Print the full operator census."),
     native: bool = typer.Option(False, "--native", help="Say whether the C++ attention kernels are in use."),
-    model: Optional[str] = typer.Option(None, "--model", help="A registered model: print its params and GFLOPs."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="A registered model: print its params and GFLOPs."),
     image_size: Optional[int] = typer.Option(None, "--image-size", help="With --model: input height and width."),
 ) -> None:
     """Show an artifact's inputs, outputs, metadata and operators (--native: the kernel
@@ -180,8 +180,8 @@ def bench_command(
     artifacts: List[Path] = typer.Argument(..., help="Artifacts to measure."),
     runs: int = typer.Option(50, "--runs", help="Timed runs per artifact."),
     warmup: int = typer.Option(5, "--warmup", help="Untimed runs first."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="Runtime threads (default: the runtime's)."),
-    runtime: str = typer.Option("auto", "--runtime", help="Runtime to use."),
+    threads: Optional[int] = THREADS,
+    runtime: str = RUNTIME,
     providers: Optional[str] = PROVIDERS,
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG chart here."),
     no_integrity_check: bool = NO_INTEGRITY_CHECK,
