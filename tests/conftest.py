@@ -48,6 +48,46 @@ def assert_clean_failure(result: CliResult, code: int = 2, contains: str | None 
         assert contains in lines[0], lines[0]
 
 
+# --- two workers (pytest -n 2 --dist loadgroup, the README's test command) --------------------
+
+# Tests that use these session fixtures run on one worker, so that each is built once (trained
+# models, app and int8 artifacts, the wheel and the venvs made from it) ...
+ONE_WORKER_FIXTURES = frozenset({"app_artifacts", "int8_artifacts", "digits_model", "trained", "plan",
+                                 "edgevit_wheel", "device_venv", "tflite_runtime_venv", "pi_worker_venv"})
+# ... and so do the tests that start Ray on this machine, one after another: one of them checks
+# that Ray leaves no process behind, which a cluster on the other worker would spoil.
+ONE_WORKER_FILES = frozenset({"test_edvit_ray.py", "test_readme.py"})
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one core per worker: torch's second OpenMP thread would only compete with the other worker
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if ONE_WORKER_FIXTURES & set(item.fixturenames) or item.path.name in ONE_WORKER_FILES:
+            item.add_marker(pytest.mark.xdist_group("one_worker"))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_collection_finish(session):
+    """Under --dist loadgroup, check that xdist took the groups (it marks them in the node ids;
+    on pytest 9.2 that has no effect, pytest-xdist issue 1386): every test fails otherwise."""
+    yield
+    if getattr(session.config.option, "loadgroup", False):
+        lost = [item.nodeid for item in session.items
+                if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
+        if lost:
+            session.config.ungrouped = (f"pytest-xdist did not group {len(lost)} tests (e.g. {lost[0]}) on pytest "
+                                        f"{pytest.__version__}: install the pytest that the dev extra pins")
+
+
+def pytest_runtest_setup(item):
+    if getattr(item.config, "ungrouped", None):
+        pytest.fail(item.config.ungrouped, pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def artifacts(tmp_path_factory) -> dict[str, Path]:
     """edgenext_xx_small exported to every target at 64x64 (seeded random weights)."""
