@@ -19,6 +19,7 @@ from .edvit.runner import run_plan as run_split_plan
 from .errors import ParityError
 from .inspect.bench import benchmark as run_benchmark
 from .models.factory import create_model as create_model  # the public function itself
+from .models.registry import get_spec
 from .models.registry import list_models as list_models  # the public function itself
 from .optional import require
 from .pipeline.flow import export_model
@@ -68,6 +69,8 @@ def model_cost(model_or_name: Any, *, image_size: int | Sequence[int] | None = N
     the model's registered size unless ``image_size`` is given. Returns a
     :class:`edgevit.inspect.cost.ModelCost`.
     """
+    if isinstance(model_or_name, str):
+        get_spec(model_or_name)  # an unknown name is reported before torch is needed
     require("torch", "to count parameters and FLOPs")
     from .inspect.cost import cost_of  # torch
 

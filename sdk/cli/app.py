@@ -39,8 +39,8 @@ THREADS = typer.Option(None, "--threads", help="Runtime threads (default: the ru
 PROVIDERS = typer.Option(None, "--providers", metavar="LIST",
                          help="ONNX Runtime execution providers, best first, e.g. tensorrt,cuda,cpu "
                               "(the one really used is reported).")
-# --top-k: every command that ranks classes; its old spelling --top ('edgevit run' before 0.x)
-# is accepted everywhere and not shown
+# --top-k: every command that ranks classes; its old spelling --top ('edgevit run' before 0.2.0)
+# is accepted by run and predict, and not shown
 TOP_ALIAS = typer.Option(None, "--top", hidden=True)
 
 

@@ -12,6 +12,7 @@ import typer
 from rich.text import Text
 
 from edgevit.errors import InputError, printable
+from edgevit.optional import require
 
 from .app import NO_INTEGRITY_CHECK, PROVIDERS, RUNTIME, THREADS, Progress, app, emit, providers_list, safe_console
 
@@ -145,6 +146,7 @@ def _model_info(name: str, image_size: Optional[int]) -> None:
     from edgevit.models.registry import get_spec
 
     spec = get_spec(name)  # an unknown name is reported before torch is needed
+    require("torch", "to count parameters and FLOPs")
     from edgevit.inspect.cost import cost_of
 
     with Progress() as say:

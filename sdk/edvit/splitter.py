@@ -91,10 +91,10 @@ def split(model: Any, data: str | Path | Dataset, num_submodels: int,
     """
     say = progress or (lambda message: None)
     started = time.perf_counter()
-    vit, record = _resolve_model(model, weights)
     if isinstance(devices, (str, Path)):
         devices = read_devices(devices)
     devices = list(devices) if devices else [local_device()]
+    vit, record = _resolve_model(model, weights)
     final = Path(output)
     if final.exists() and not final.is_dir():
         raise OutputPathError(f"output {final} exists and is not a directory")

@@ -23,8 +23,12 @@ def register_model(spec: ModelSpec) -> ModelSpec:
     return spec
 
 
-for _builtin in BUILTIN_MODELS:
-    register_model(_builtin)
+def _register_builtin() -> None:
+    for spec in BUILTIN_MODELS:
+        register_model(spec)
+
+
+_register_builtin()
 
 
 def list_models(family: str | None = None) -> list[str]:

@@ -21,6 +21,7 @@ from ..errors import ExportError, InputError
 from ..int8.calibration import DEFAULT_CALIBRATION_SAMPLES, DEFAULT_EVAL_SAMPLES
 from ..int8.guard import DEFAULT_MAX_DROP, GuardReport, Int8Job, Int8Options, int8_job, quantize_artifact
 from ..models.factory import model_input_shape, resolve_model
+from ..models.registry import get_spec
 from ..models.spec import IMAGENET_MEAN, IMAGENET_STD
 from ..optional import require
 from ..paths import artifact_size, ensure_writable_dir, publish, staged_path
@@ -142,6 +143,7 @@ def export_model(
     int8 = Int8Options(calibration, eval_data, max_drop, calibration_samples, eval_samples, int8_mode, int8_io)
     check_int8_options(int8, precision, targets)
     if isinstance(model, str):
+        get_spec(model)  # an unknown name is reported before any progress
         say(f"building {model}" + (f" with weights {weights}" if weights else " (random weights)"))
     spec, module, name = resolve_model(model, weights)
     shape = model_input_shape(module, spec, name, image_size, image)
