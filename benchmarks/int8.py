@@ -13,7 +13,12 @@ ViT and ED-ViT's ``deit_tiny`` (patch 4, 32x32) trained on the digits training s
 exported int8 in every mode of ONNX, TFLite and Core ML under the default 1-point guard,
 with top-1 on the held-out test split (450 images) next to fp32, and size.
 
-    python benchmarks/int8.py [--rounds 8] [--runs 20] [--accuracy] [--epochs 6] [--json out.json]
+Guard data (``--guard-data``): ``edgenext_xx_small`` at 64x64 trained 1 and 2 epochs on the
+digits training split, exported int8 (ONNX, TFLite ``full``), and the drop measured on
+training images not calibrated on, on shifted copies of them (what the guard scores with
+training data only) and on the test split: how much the training images understate the drop.
+
+    python benchmarks/int8.py [--rounds 8] [--runs 20] [--accuracy] [--guard-data] [--epochs 6] [--json out.json]
 """
 
 from __future__ import annotations
@@ -129,12 +134,50 @@ def accuracy(epochs: int, tmp: Path) -> tuple[dict, list[str]]:
     return results, lines
 
 
+def guard_data(tmp: Path, epoch_counts: tuple[int, ...] = (1, 2)) -> tuple[dict, list[str]]:
+    import torch
+    from edgevit.artifact.input_form import InputForm
+    from edgevit.edvit.data import load_dataset
+    from edgevit.edvit.train import fit
+    from edgevit.int8.calibration import SampleSet
+    from edgevit.int8.guard import shifted_copies
+
+    data = load_dataset("digits", 64)
+    rest = SampleSet("training", data.x_train[64:514], data.y_train[64:514])
+    sets = {"training images": rest, "shifted copies": shifted_copies(rest),
+            "test images": SampleSet("test", data.x_test, data.y_test)}
+    results, lines = {}, []
+    for epochs in epoch_counts:
+        torch.manual_seed(0)
+        model = edgevit.create_model("edgenext_xx_small", num_classes=10)
+        fit(model, data.x_train, data.y_train, epochs=epochs, lr=3e-3, batch_size=64)
+        with torch.inference_mode():
+            reference = {name: model(torch.from_numpy(s.inputs)).numpy().argmax(1) for name, s in sets.items()}
+        for target in ("tflite", "onnx"):
+            result = edgevit.export(model, target, tmp / f"guard{epochs}" / target, image_size=64, precision="int8",
+                                    mean=data.mean, std=data.std, calibration={"images": data.x_train[:64]},
+                                    eval_data={"images": data.x_test, "labels": data.y_test}, max_drop=100)
+            runtime = edgevit.load(result.path)
+            form = InputForm.of(runtime.metadata)
+            for name, samples in sets.items():
+                got = np.array([np.asarray(runtime.run(form.from_normalized(x[None]))).argmax()
+                                for x in samples.inputs])
+                fp32, int8 = (float(np.mean(answers == samples.labels)) for answers in (reference[name], got))
+                row = {"fp32_top1": round(fp32, 4), "drop_points": round(100 * (fp32 - int8), 2),
+                       "agreement": round(float(np.mean(got == reference[name])), 4), "count": len(samples)}
+                results[f"{epochs} epochs/{target}/{name}"] = row
+                lines.append(f"{epochs} epoch(s), {target}, {name}: fp32 top-1 {row['fp32_top1']:.4f}, "
+                             f"drop {row['drop_points']:.2f} points, agreement {row['agreement']:.4f}")
+    return results, lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--accuracy", action="store_true", help="also train on digits and measure top-1")
     parser.add_argument("--no-speed", action="store_true", help="skip the latency part")
+    parser.add_argument("--guard-data", action="store_true", help="drop on training vs shifted vs test images")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -146,6 +189,9 @@ def main() -> int:
         if args.accuracy:
             result["accuracy"], accuracy_lines = accuracy(args.epochs, Path(tmp))
             lines += accuracy_lines
+        if args.guard_data:
+            result["guard_data"], guard_lines = guard_data(Path(tmp))
+            lines += guard_lines
     publish(result, lines, args.json)
     return 0
 

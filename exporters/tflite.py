@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -208,18 +209,62 @@ def _unpack(raw: bytes):
 
 
 def _pack(model, size_hint: int) -> bytes:
+    """The model as a flatbuffer, equal zero-point vectors written once (:class:`_SharedZeroPoints`)."""
     import flatbuffers
 
     builder = flatbuffers.Builder(size_hint + 4096)
+    shared: dict[bytes, int] = {}
+    for graph in model.subgraphs or []:
+        for tensor in graph.tensors or []:
+            if tensor.quantization is not None and tensor.quantization.zeroPoint is not None:
+                tensor.quantization = _SharedZeroPoints(tensor.quantization, shared)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
+
+
+class _SharedZeroPoints:
+    """A tensor's QuantizationParameters packed with its zero-point vector shared.
+
+    LiteRT refuses a quantized tensor without one zero point per scale (an int64 each, 8 of
+    the 12 bytes a weight channel costs), though symmetric weights' are all 0. FlatBuffers
+    lets tables refer to one vector, so every tensor with the same zero points (all zeros of
+    one channel count) points to a single copy; the schema and what the runtime reads are
+    unchanged."""
+
+    def __init__(self, params, shared: dict[bytes, int]) -> None:
+        self.params, self.shared = params, shared
+
+    def Pack(self, builder) -> int:
+        from ai_edge_litert import schema_py_generated as schema
+
+        q = self.params
+        vectors = {name: builder.CreateNumpyVector(np.asarray(values, dtype))
+                   for name, values, dtype in (("min", q.min, np.float32), ("max", q.max, np.float32),
+                                               ("scale", q.scale, np.float32)) if values is not None}
+        zero = np.asarray(q.zeroPoint, np.int64)
+        key = zero.tobytes()
+        if key not in self.shared:
+            self.shared[key] = builder.CreateNumpyVector(zero)
+        details = q.details.Pack(builder) if q.details is not None else None
+        schema.QuantizationParametersStart(builder)
+        for name, add in (("min", schema.QuantizationParametersAddMin), ("max", schema.QuantizationParametersAddMax),
+                          ("scale", schema.QuantizationParametersAddScale)):
+            if name in vectors:
+                add(builder, vectors[name])
+        schema.QuantizationParametersAddZeroPoint(builder, self.shared[key])
+        schema.QuantizationParametersAddDetailsType(builder, q.detailsType)
+        if details is not None:
+            schema.QuantizationParametersAddDetails(builder, details)
+        schema.QuantizationParametersAddQuantizedDimension(builder, q.quantizedDimension)
+        return schema.QuantizationParametersEnd(builder)
 
 
 def _name_output_layers(source: Path, dest: Path) -> tuple[list[str], list[str]]:
     """Copy ``source`` to ``dest`` with each graph output made by a weight layer named after
     that layer's weight (``...Linear_head;out``), so that the layer can be addressed by its
-    scope like every other; return the graph output names, to be given back afterwards, and
-    the scopes of the constant-input layers (:func:`_constant_input_scopes`)."""
+    scope like every other, and biases made 1-D (:func:`_flatten_biases`); return the graph
+    output names, to be given back afterwards, and the scopes of the constant-input layers
+    (:func:`_constant_input_scopes`)."""
     raw = source.read_bytes()
     model = _unpack(raw)
     graph = model.subgraphs[0]
@@ -228,8 +273,31 @@ def _name_output_layers(source: Path, dest: Path) -> tuple[list[str], list[str]]
     for op in _weight_ops(model):
         if op.outputs[0] in graph.outputs and len(op.inputs) > 1:
             graph.tensors[op.outputs[0]].name = _text(graph.tensors[op.inputs[1]].name) + "out"
+    _flatten_biases(model)
     dest.write_bytes(_pack(model, len(raw)))
     return names, constant_input
+
+
+def _flatten_biases(model) -> None:
+    """Give every weight layer's constant bias its 1-D shape (channels,). An unfolded
+    layer scale reaches litert-torch as ``gamma * (x W^T + b)``, which it folds into a
+    FULLY_CONNECTED whose bias is ``(1, channels)``; ai-edge-quantizer then quantizes that
+    bias per channel along its axis 0 (of size 1), and LiteRT refuses the tensor at load
+    ("num_scales must be 1 ... but got 168"). The op reads the bias as a flat vector either
+    way; a bias another op also reads is left as it is."""
+    graph = model.subgraphs[0]
+    readers: dict[int, int] = {}
+    for op in graph.operators:
+        for index in op.inputs:
+            readers[index] = readers.get(index, 0) + 1
+    for op in _weight_ops(model):
+        if len(op.inputs) < 3 or op.inputs[2] < 0 or readers[op.inputs[2]] != 1:
+            continue
+        bias = graph.tensors[op.inputs[2]]
+        shape = [int(d) for d in bias.shape]
+        if len(shape) > 1 and model.buffers[bias.buffer].data is not None and math.prod(shape) == shape[-1]:
+            bias.shape = np.array([shape[-1]], dtype=np.int32)
+            bias.shapeSignature = None
 
 
 def _short_tensor_names(raw: bytes, outputs: list[str]) -> bytes:
