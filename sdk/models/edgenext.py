@@ -1,7 +1,8 @@
 """EdgeNeXt (Maaz et al., 2022), written for deployment.
 
 Module and parameter names follow the official repository (mmaaz60/EdgeNeXt), so its
-checkpoints load as they are; timm's layout is converted by :func:`remap_checkpoint`.
+checkpoints load as they are; timm's layout is converted by
+:func:`.edgenext_checkpoint.remap_checkpoint`.
 The blocks (conv encoder, SDTA, their BN + Hardswish variants) and the network are here;
 the layers they are made of (norm, positional encoding, XCA) in :mod:`.edgenext_layers`.
 Deploy-friendly forward: static split sizes (no uneven ``torch.split``), the Fourier
@@ -11,7 +12,6 @@ positional encoding computed once per input size as a constant, matmuls, no eins
 from __future__ import annotations
 
 import math
-import re
 from typing import Sequence
 
 import torch
@@ -19,8 +19,16 @@ from torch import nn
 
 from ..reparam.folds import fold_into_next, fold_into_previous, fold_layer_scale, fold_norm_affine, keep_as_affine
 from ..reparam.forms import convert_children, record_change
-from .edgenext_layers import XCA, LayerNorm2d, PositionalEncodingFourier
+from .edgenext_checkpoint import remap_checkpoint  # noqa: F401  (the loader looks it up here)
+from .edgenext_layers import XCA, LayerNorm2d, PositionalEncodingFourier, norm_last
 from .form_layers import channel_layer_norm, channel_scaled, conv1x1, conv_nhwc
+
+
+_FORM_CHANGES = {
+    "channels_first": "NCHW end to end, Linears as 1x1 convs, LayerNorm over axis 1",
+    "channels_last": "NHWC end to end, dw convs the only NCHW ops",
+}
+_BNHS_FORM_CHANGES = {**_FORM_CHANGES, "channels_first": "NCHW end to end, Linears as 1x1 convs"}
 
 
 def _layer_scaled(gamma: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
@@ -81,6 +89,8 @@ def split_sizes(dim: int, scales: int) -> list[int]:
 
 class SDTAEncoder(nn.Module):
     """Split depth-wise transposed attention: multi-scale dw convs, XCA, MLP."""
+
+    form_changes = _FORM_CHANGES  # what its forms change, as reported
 
     def __init__(self, dim: int, expan_ratio: int = 4, use_pos_emb: bool = True,
                  num_heads: int = 8, qkv_bias: bool = True, scales: int = 1,
@@ -176,7 +186,7 @@ class SDTAEncoder(nn.Module):
         if form == "channels_first":
             self.pwconv1, self.pwconv2 = conv1x1(self.pwconv1), conv1x1(self.pwconv2)
             self.xca.to_channels_first()
-        record_change("", f"SDTAEncoder: {_FORM_CHANGES[form]}")
+        record_change("", f"{type(self).__name__}: {self.form_changes[form]}")
 
 
 class ConvEncoderBNHS(nn.Module):
@@ -191,8 +201,15 @@ class ConvEncoderBNHS(nn.Module):
         self.act = nn.Hardswish()
         self.pwconv2 = nn.Linear(expan_ratio * dim, dim)
         self.gamma = nn.Parameter(layer_scale_init_value * torch.ones(dim))
+        self.form: str | None = None  # None: as trained (edgevit.reparam.forms)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.form == "channels_first":  # (B, C, H, W), pointwise layers as 1x1 convs
+            return x + channel_scaled(self.gamma, self.pwconv2(self.act(self.pwconv1(self.norm(self.dwconv(x))))))
+        if self.form == "channels_last":  # (B, H, W, C); BN beside the dw conv, pointwise on (pixels, C)
+            y = conv_nhwc(lambda t: self.norm(self.dwconv(t)), x)
+            y = self.pwconv2(self.act(self.pwconv1(y.reshape(-1, y.shape[-1]))))
+            return x + _layer_scaled(self.gamma, y).reshape(x.shape)
         shortcut = x
         x = self.norm(self.dwconv(x)).permute(0, 2, 3, 1)  # (B, H, W, C)
         x = self.pwconv2(self.act(self.pwconv1(x)))
@@ -203,6 +220,12 @@ class ConvEncoderBNHS(nn.Module):
         """BatchNorm into the depth-wise conv before it, layer-scale into pwconv2."""
         fold_into_previous(self.dwconv, self, "norm")
         fold_layer_scale(self.pwconv2, self, "gamma")
+
+    def to_form(self, form: str) -> None:
+        self.form = form
+        if form == "channels_first":
+            self.pwconv1, self.pwconv2 = conv1x1(self.pwconv1), conv1x1(self.pwconv2)
+        record_change("", f"ConvEncoderBNHS: {_BNHS_FORM_CHANGES[form]}")
 
 
 class SDTAEncoderBNHS(SDTAEncoder):
@@ -220,9 +243,33 @@ class SDTAEncoderBNHS(SDTAEncoder):
         self.norm = nn.BatchNorm2d(dim)
         self.act = nn.Hardswish()
 
-    to_form = None  # no target forms for the BatchNorm + Hardswish variant (edgevit.reparam.forms)
+    form_changes = _BNHS_FORM_CHANGES
+
+    def _forward_channels_first(self, x: torch.Tensor) -> torch.Tensor:
+        _, _, H, W = x.shape
+        shortcut = x
+        x = self.norm_xca(self._multi_scale(x, one_split=True))
+        if self.pos_embd is not None:
+            x = x + self.pos_embd(H, W)
+        x = x + channel_scaled(self.gamma_xca, self.xca.forward_channels_first(x))
+        return shortcut + channel_scaled(self.gamma, self.pwconv2(self.act(self.pwconv1(self.norm(x)))))
+
+    def _forward_channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        B, H, W, C = x.shape
+        shortcut = x
+        x = conv_nhwc(lambda t: self.norm_xca(self._multi_scale(t)), x)  # one transpose in, one out
+        if self.pos_embd is not None:
+            x = x + self.pos_embd(H, W).permute(0, 2, 3, 1)  # a constant once traced
+        tokens = x.reshape(B, H * W, C)
+        tokens = tokens + _layer_scaled(self.gamma_xca, self.xca.forward_channels_last(tokens))
+        y = self.pwconv2(self.act(self.pwconv1(norm_last(self.norm, tokens.reshape(B * H * W, C)))))
+        return shortcut + _layer_scaled(self.gamma, y).reshape(B, H, W, C)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.form == "channels_first":
+            return self._forward_channels_first(x)
+        if self.form == "channels_last":
+            return self._forward_channels_last(x)
         shortcut = x
         B, C, H, W = x.shape
         x = self.norm_xca(self._multi_scale(x))
@@ -300,9 +347,11 @@ class EdgeNeXt(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         if self.form == "channels_last":  # the stem's output and everything after it is NHWC
             stem_conv, stem_norm = self.downsample_layers[0]
-            x = self.stages[0](stem_norm(stem_conv(x).permute(0, 2, 3, 1)))
+            x = self.stages[0](norm_last(stem_norm, stem_conv(x).permute(0, 2, 3, 1)))
             for (norm, conv), stage in zip(self.downsample_layers[1:], self.stages[1:]):
-                x = stage(conv_nhwc(conv, norm(x)))
+                x = stage(conv_nhwc(conv, norm_last(norm, x)))
+            if self.bn_hs:
+                return norm_last(self.norm, x).mean(dim=(1, 2))  # (B, C)
             return self.norm(x.mean(dim=(1, 2)))  # (B, C)
         for down, stage in zip(self.downsample_layers, self.stages):
             x = stage(down(x))
@@ -324,19 +373,12 @@ class EdgeNeXt(nn.Module):
         fold_norm_affine(self, "norm", self.head)
 
     def to_form(self, form: str) -> None:
-        """Both forms for the LayerNorm variant (none for bn_hs): every block, norm and
-        the pooling take the form's layout."""
-        if self.bn_hs:
-            return
+        """Both forms, both variants: every block, norm and the pooling take the form's
+        layout (bn_hs: its BatchNorms, folded away or not, act on the channel axis wherever
+        the form puts it)."""
         self.form = form
         convert_children(self, form)
-        record_change("", f"EdgeNeXt: {_FORM_CHANGES[form]}")
-
-
-_FORM_CHANGES = {
-    "channels_first": "NCHW end to end, Linears as 1x1 convs, LayerNorm over axis 1",
-    "channels_last": "NHWC end to end, dw convs the only NCHW ops",
-}
+        record_change("", f"EdgeNeXt: {(_BNHS_FORM_CHANGES if self.bn_hs else _FORM_CHANGES)[form]}")
 
 
 def init_conv_linear_weights(m: nn.Module) -> None:
@@ -350,38 +392,3 @@ def init_conv_linear_weights(m: nn.Module) -> None:
 def build_edgenext(num_classes: int = 1000, **config) -> EdgeNeXt:
     """Builder used by the registry."""
     return EdgeNeXt(num_classes=num_classes, **config)
-
-
-# timm renames (official -> timm) in the order timm applies them; inverted below.
-_TIMM_TO_OFFICIAL = (
-    (re.compile(r"^stem\."), "downsample_layers.0."),
-    (re.compile(r"^stages\.(\d+)\.downsample\.(\d+)"), r"downsample_layers.\1.\2"),
-    (re.compile(r"^stages\.(\d+)\.blocks\.(\d+)"), r"stages.\1.\2"),
-    (re.compile(r"\.conv_dw\."), ".dwconv."),
-    (re.compile(r"\.mlp\.fc(\d)\."), r".pwconv\1."),
-    (re.compile(r"^head\.fc\."), "head."),
-    (re.compile(r"^head\.norm\."), "norm."),
-)
-
-
-def detect_checkpoint_layout(state_dict: dict[str, object]) -> str:
-    """``"timm"`` or ``"official"`` (edgevit's own names are the official ones)."""
-    if any(k.startswith(("stem.", "head.fc.")) or ".blocks." in k for k in state_dict):
-        return "timm"
-    return "official"
-
-
-def remap_checkpoint(state_dict: dict[str, object], layout: str) -> tuple[dict[str, object], str]:
-    """Rename a checkpoint's keys into edgevit's layout; returns (state_dict, layout used)."""
-    if layout == "auto":
-        layout = detect_checkpoint_layout(state_dict)
-    if layout in ("official", "edgevit"):
-        return dict(state_dict), layout
-    if layout != "timm":
-        raise ValueError(f"unknown checkpoint layout {layout!r}: use auto, official, timm or edgevit")
-    renamed = {}
-    for key, value in state_dict.items():
-        for pattern, repl in _TIMM_TO_OFFICIAL:
-            key = pattern.sub(repl, key)
-        renamed[key] = value
-    return renamed, layout

@@ -1,6 +1,7 @@
 """The layers EdgeNeXt's blocks are made of: the channel-axis LayerNorm, the Fourier
 positional encoding (a constant per input size) and cross-covariance attention (XCA), each
-in its trained form and its target forms (:mod:`edgevit.reparam.forms`).
+in its trained form and its target forms (:mod:`edgevit.reparam.forms`), and the BN-HS
+variant's BatchNorms on channels-last tensors.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..reparam.folds import ChannelAffine
 from ..reparam.forms import record_change
 from .form_layers import channel_layer_norm, conv1x1
 
@@ -45,6 +47,21 @@ class LayerNorm2d(nn.Module):
     def to_form(self, form: str) -> None:
         self.form = form
         record_change("", f"LayerNorm2d: {'axis 1, no transposes' if form == 'channels_first' else 'NHWC in and out'}")
+
+
+def norm_last(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A BatchNorm (or kept per-channel affine) of NCHW tensors on ``x`` with its channels
+    on the last axis (the BN-HS variant's ``channels_last`` form): no op at all once folded
+    away (Identity); any other module (one that took the form itself) is called as it is."""
+    if isinstance(norm, nn.Identity):
+        return x
+    if isinstance(norm, nn.modules.batchnorm._BatchNorm):  # on (pixels, C) the channels are axis 1 again
+        rows = F.batch_norm(x.reshape(-1, x.shape[-1]), norm.running_mean, norm.running_var, norm.weight,
+                            norm.bias, False, 0.0, norm.eps)
+        return rows.reshape(x.shape)
+    if isinstance(norm, ChannelAffine) and norm.channel_axis == 1:
+        return norm(x.reshape(-1, x.shape[-1])).reshape(x.shape)
+    return norm(x)
 
 
 @functools.lru_cache(maxsize=16)

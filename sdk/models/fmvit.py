@@ -52,6 +52,7 @@ from torch import nn
 from ..reparam.branches import MultiBranchConv2d
 from ..reparam.engine import fold_children
 from ..reparam.folds import fold_into_next, scale_output_channels
+from ..reparam.forms import convert_children, record_change
 from ..reparam.report import record
 from .edgenext import init_conv_linear_weights
 
@@ -70,10 +71,20 @@ def conv_bn(in_channels: int, out_channels: int, kernel_size: int = 1, stride: i
 
 class FoldableBlock(nn.Module):
     """An FMViT block whose ``reparameterize()`` folds the whole block for deployment:
-    every parallel branch into one conv and every BatchNorm into a conv, exactly."""
+    every parallel branch into one conv and every BatchNorm into a conv, exactly.
+
+    Target forms (:mod:`edgevit.reparam.forms`): the network is NCHW with 1x1 convs as
+    trained, the layout all three converters run best (docs/fmvit.md), so the forms change
+    only the attention and the channel split; a block hands its children their own.
+    """
+
+    form: str | None = None  # None: as trained
 
     def reparameterize(self) -> None:
         fold_children(self)
+
+    def to_form(self, form: str) -> None:
+        convert_children(self, form)
 
 
 def depthwise_rep(channels: int) -> MultiBranchConv2d:
@@ -114,6 +125,10 @@ class RLMHSA(FoldableBlock):
         self.proj = nn.Conv2d(dim, dim, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.form == "channels_first":
+            return self._attend_blocks(x)
+        if self.form == "channels_last":
+            return self._attend_right_transposed(x)
         B, C, H, W = x.shape
         x = self.norm(x)
         q = self.q(x).reshape(B, self.num_heads, self.head_dim, H * W).transpose(-2, -1)  # (B, h, N, d)
@@ -126,6 +141,49 @@ class RLMHSA(FoldableBlock):
         out = torch.matmul(attn, v.transpose(-2, -1))  # (B, h, N, d)
         out = out.transpose(-2, -1).reshape(B, C, H, W)
         return self.proj(out)
+
+    def _queries_keys_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q (B, h, d, N) (scaled unless folded), k and v (B, h, d, M) by one split."""
+        B, _, H, W = x.shape
+        heads, d = self.num_heads, self.head_dim
+        x = self.norm(x)
+        q = self.q(x).reshape(B, heads, d, H * W)
+        if self.scale != 1.0:
+            q = q * self.scale
+        k, v = self.kv(self.reduce(x)).reshape(B, 2 * heads, d, -1).split([heads, heads], dim=1)
+        return q, k, v
+
+    def _attend_blocks(self, x: torch.Tensor) -> torch.Tensor:
+        """channels_first (Core ML): each head's (d, tokens) block as it lies; the map is
+        computed transposed, (M, N) = k^T q with the softmax over the keys' axis, so that
+        ``v @ map`` is the output in NCHW order: no transposes."""
+        q, k, v = self._queries_keys_values(x)
+        attn = torch.matmul(k.transpose(-2, -1), q).softmax(dim=-2)  # (B, h, M, N)
+        return self.proj(torch.matmul(v, attn).reshape(x.shape))
+
+    def _attend_right_transposed(self, x: torch.Tensor) -> torch.Tensor:
+        """channels_last (TFLite, ONNX Runtime): q transposed once, then both products read
+        a transposed operand only on their right (what XNNPACK takes), the output lands in
+        NCHW order. With a single head each product would be one 2-D matrix product, which
+        litert-torch writes as a FULLY_CONNECTED with computed weights: XNNPACK refuses it
+        and the graph splits; two halves of the queries against copies of k and v keep
+        them batched products (one transpose more)."""
+        B, C, H, W = x.shape
+        q, k, v = self._queries_keys_values(x)
+        q = q.transpose(-2, -1)  # (B, h, N, d)
+        if self.num_heads == 1:
+            q, k, v = q.reshape(B, 2, -1, self.head_dim), torch.cat((k, k), dim=1), torch.cat((v, v), dim=1)
+        attn = torch.matmul(q, k).softmax(dim=-1)  # (B, h, N, M)
+        out = torch.matmul(v, attn.transpose(-2, -1))  # (B, h, d, N)
+        if self.num_heads == 1:
+            out = out.transpose(1, 2)  # (B, d, 2, N/2): the two halves side by side
+        return self.proj(out.reshape(B, C, H, W))
+
+    def to_form(self, form: str) -> None:
+        self.form = form
+        record_change("", "RLMHSA: " + ("attention on (heads, d, tokens) blocks, no transposes"
+                                        if form == "channels_first" else "one transpose (q), products "
+                                        "transposed only on their right"))
 
     def reparameterize(self) -> None:
         """Pre-norm into the query projection and the pooling conv (or the key/value
@@ -181,9 +239,17 @@ class FrequencyMixingBlock(FoldableBlock):
         self.mlp = GroupMLP(dim, mlp_ratio)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        high, low = x[:, :self.conv_dim], x[:, self.conv_dim:]
+        if self.form is None:
+            high, low = x[:, :self.conv_dim], x[:, self.conv_dim:]
+        else:  # one split op
+            high, low = x.split([self.conv_dim, x.shape[1] - self.conv_dim], dim=1)
         x = self.fuse(self.high(high), low + self.low(low))
         return x + self.mlp(x)
+
+    def to_form(self, form: str) -> None:
+        self.form = form
+        convert_children(self, form)
+        record_change("", "FrequencyMixingBlock: the channel split by one split op")
 
 
 def mixing_positions(depth: int, mixers: int) -> set[int]:
