@@ -19,14 +19,18 @@ have fewer heads, or fewer embedding channels, than ``embed_dim // num_heads`` i
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from ..reparam.folds import fold_into_next, fold_norm_affine, keep_as_affine, scale_output_channels
-from ..reparam.forms import convert_children, record_change
+from ..reparam.forms import FORMS, convert_children, record_change
+from .form_layers import conv1x1
 from .slab_layers import (
     Mlp,
     SimplifiedLinearAttention,
+    channel_norm,
     init_vit_weights,
     make_norm,
     remap_checkpoint,  # noqa: F401  (the loader looks it up here)
@@ -48,9 +52,12 @@ class SoftmaxAttention(nn.Module):
         self.proj = nn.Linear(num_heads * head_dim, dim)
         self.form: str | None = None  # None: as trained (edgevit.reparam.forms)
         self.tokens: int | None = None  # the token count, once its model flattens the tokens
+        self.channels_io = False  # channels_first inside a channels-first model: (B, C, 1, T) or (B, C, H, W)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.form == "channels_last":
+        if self.channels_io:
+            return self._forward_channels_first(x)
+        if self.form is not None:
             return self._forward_channels_last(x)
         B, N, _ = x.shape
         h, d = self.num_heads, self.head_dim
@@ -71,15 +78,34 @@ class SoftmaxAttention(nn.Module):
         out = torch.matmul(attn, v).transpose(1, 2)  # (B, N, heads, d)
         return self.proj(out.reshape(*x.shape[:-1], h * d))
 
+    def _forward_channels_first(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, 1, T) or (B, C, H, W) in and out, 1x1-conv projections, each head a (d, T) block: the
+        scores as keys x queries (``k^T q``, softmax over the keys), so that ``v`` times them
+        is the output block as it lies; the only transposed operand is the left one of
+        ``k^T q`` (Core ML's matmul takes it as a flag)."""
+        h, d = self.num_heads, self.head_dim
+        T = x.shape[-2] * x.shape[-1]
+        q, k, v = self.qkv(x).reshape(-1, 3 * h, d, T).split(h, dim=1)  # (B, heads, d, T) each
+        attn = torch.matmul(k.transpose(-2, -1), q).softmax(dim=-2)  # (B, heads, T keys, T queries)
+        out = torch.matmul(v, attn)  # (B, heads, d, T)
+        return self.proj(out.reshape(-1, h * d, *x.shape[2:]))  # as x: (B, C, 1, T) or (B, C, H, W)
+
+    def to_channels_first(self) -> None:
+        """Take and return (B, C, H, W) or (B, C, 1, T), projections as 1x1 convs (its model's
+        channels_first form)."""
+        self.channels_io = True
+        self.qkv, self.proj = conv1x1(self.qkv), conv1x1(self.proj)
+
     def to_form(self, form: str) -> None:
-        if form != "channels_last":
+        """Both forms: q, k, v by one split, the scale folded into the query projection;
+        tokens in and out until the model makes it channels first (:meth:`to_channels_first`)."""
+        if form not in FORMS:
             return
         self.form = form
         scale = torch.ones(self.qkv.out_features, dtype=torch.float64)
         scale[: self.num_heads * self.head_dim] = self.scale
         scale_output_channels(self.qkv, scale)
-        record_change("", "SoftmaxAttention: q, k, v by one split, one transpose in and one out, "
-                          "scale folded into the query projection")
+        record_change("", "SoftmaxAttention: q, k, v by one split, scale folded into the query projection")
 
 
 class Block(nn.Module):
@@ -97,10 +123,20 @@ class Block(nn.Module):
             raise ValueError(f"unknown attention {attention!r}: use linear or softmax")
         self.norm2 = norm_layer(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.channels_first = False  # its model's channels_first form: (B, C, H, W) or (B, C, 1, T)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_first:
+            x = x + self.attn(channel_norm(self.norm1, x))
+            return x + self.mlp(channel_norm(self.norm2, x))
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
+
+    def to_channels_first(self) -> None:
+        """(B, C, H, W) or (B, C, 1, T) in and out: norms over the channel axis, Linears as 1x1 convs."""
+        self.channels_first = True
+        self.attn.to_channels_first()
+        self.mlp.to_channels_first()
 
     def reparameterize(self) -> None:
         """Each norm's inference affine (a RepBN's, or a LayerNorm's weight and bias) goes
@@ -145,11 +181,14 @@ class VisionTransformer(nn.Module):
         self.norm = norm_layer(embed_dim)
         self.head = nn.Linear(embed_dim, num_classes)
         self.flat_tokens = False  # channels_last form: the blocks see (B*N, C)
+        self.channels_first = False  # channels_first form: (B, C, H, W) (or (B, C, 1, T)) throughout
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         self.apply(init_vit_weights)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_first:
+            return self._features_channels_first(x)
         x = self.patch_embed(x)  # (B, N, C)
         if self.use_class_token:
             x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)  # (B, 1+N, C)
@@ -161,6 +200,18 @@ class VisionTransformer(nn.Module):
             x = self.blocks(x)
         x = self.norm(x)
         return x[:, 0] if self.use_class_token else x.mean(dim=1)  # (B, C)
+
+    def _features_channels_first(self, x: torch.Tensor) -> torch.Tensor:
+        """The channels_first form: the patch embedding's NCHW output as it is, or, with a class
+        token, read as (B, C, 1, N) and the token prepended on the last axis; the position
+        table in the same layout."""
+        x = self.patch_embed.proj(x)  # (B, C, H, W)
+        if self.use_class_token:
+            B, C = x.shape[:2]
+            x = torch.cat((self.cls_token.reshape(1, C, 1, 1).expand(B, -1, -1, -1), x.reshape(B, C, 1, -1)),
+                          dim=-1)  # (B, C, 1, 1+N)
+        x = channel_norm(self.norm, self.blocks(x + self.pos_embed_channels_first))
+        return x[:, :, 0, 0] if self.use_class_token else x.mean(dim=(-2, -1))  # (B, C)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(x))
@@ -178,12 +229,17 @@ class VisionTransformer(nn.Module):
 
 
     def to_form(self, form: str) -> None:
-        """channels_last: every attention rewritten (their own ``to_form``), and the tokens
-        flattened to one (B*N, C) matrix through the blocks when every norm left works on
-        it (LayerNorm, or folded away) and every attention took the form."""
-        if form != "channels_last":
+        """Every attention rewritten (their own ``to_form``); then, when every attention took
+        the form, channels_first: (B, C, H, W), with a class token (B, C, 1, T), from the patch
+        embedding to the pooling (no transposes between the blocks); channels_last: the tokens
+        flattened to one (B*N, C) matrix through the blocks when every norm left works on it
+        (LayerNorm, or folded away)."""
+        if form not in FORMS:
             return
         convert_children(self, form)
+        if form == "channels_first":
+            self._to_channels_first()
+            return
         norms = [m for block in self.blocks for m in (block.norm1, block.norm2)]
         if all(isinstance(m, (nn.Identity, nn.LayerNorm)) for m in norms) \
                 and all(block.attn.form == form for block in self.blocks):  # each one reads (B*N, C)
@@ -192,6 +248,22 @@ class VisionTransformer(nn.Module):
             for block in self.blocks:
                 block.attn.tokens = tokens
             record_change("", "VisionTransformer: tokens as one (B*N, C) matrix through the blocks")
+
+
+    def _to_channels_first(self) -> None:
+        if not all(block.attn.form == "channels_first" for block in self.blocks):
+            return  # an attention without the form (SLAB's with fewer tokens than head channels)
+        self.channels_first = True
+        for i, block in enumerate(self.blocks):
+            block.to_channels_first()
+            record_change(f"blocks.{i}", "Block: channels first, norms over the channel axis, Linears as 1x1 convs")
+        _, T, C = self.pos_embed.shape  # pos_embed keeps its shape for its readers
+        side = math.isqrt(T)
+        layout = (1, C, 1, T) if self.use_class_token else (1, C, side, side)
+        self.register_buffer("pos_embed_channels_first",
+                             self.pos_embed.detach().transpose(1, 2).reshape(layout).contiguous(), persistent=False)
+        record_change("", "VisionTransformer: channels first from the patch embedding to the pooling, (B, C, H, W) "
+                          "or with a class token (B, C, 1, T)")
 
 
 def build_deit(num_classes: int = 1000, **config) -> VisionTransformer:

@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..reparam.folds import batchnorm_affine
-from ..reparam.forms import record_change
+from ..reparam.folds import batchnorm_affine, scale_output_channels
+from ..reparam.forms import FORMS, record_change
+from .form_layers import channel_layer_norm, conv1x1
 
 
 class RepBN(nn.Module):
@@ -89,6 +90,22 @@ class PRepBN(nn.Module):
         return self.norm2.inference_affine()
 
 
+def channel_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``norm`` (in eval mode) over axis 1 of (B, C, ...): a norm left after the folds
+    (LayerNorm, RepBN, PRepBN's RepBN branch) or a folded one (Identity)."""
+    if isinstance(norm, nn.Identity):
+        return x
+    if isinstance(norm, PRepBN):
+        norm = norm.norm2
+    if isinstance(norm, RepBN):
+        bn = norm.bn
+        return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps) \
+            + norm.alpha * x
+    if isinstance(norm, nn.LayerNorm):
+        return channel_layer_norm(x, norm.weight, norm.bias, norm.eps)
+    raise ValueError(f"no channel-axis form of {type(norm).__name__}")
+
+
 def finish_schedules(model: nn.Module) -> None:
     """Set every PRepBN in ``model`` to the end of its schedule (RepBN only, in training
     too), so that further training trains what is deployed."""
@@ -121,6 +138,10 @@ class Mlp(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))
 
+    def to_channels_first(self) -> None:
+        """The Linears as 1x1 convs, on (B, C, H, W) (a channels-first model's form)."""
+        self.fc1, self.fc2 = conv1x1(self.fc1), conv1x1(self.fc2)
+
 
 class SimplifiedLinearAttention(nn.Module):
     """SLAB's simplified linear attention over the N tokens of a square grid.
@@ -149,6 +170,7 @@ class SimplifiedLinearAttention(nn.Module):
         self.dwc = nn.Conv2d(head_dim, head_dim, kernel_size, padding=kernel_size // 2, groups=head_dim)
         self.positional_encoding = nn.Parameter(torch.zeros(1, num_tokens, inner))
         self.form: str | None = None  # None: as trained (edgevit.reparam.forms)
+        self.channels_io = False  # channels_first inside a channels-first model: (B, C, H, W)
 
     def attend(self, qkv: torch.Tensor) -> torch.Tensor:
         """The linear attention without the conv (PyTorch ops; see edgevit.use_native)."""
@@ -163,34 +185,118 @@ class SimplifiedLinearAttention(nn.Module):
         return self.dwc(grid).reshape(B, h, d, N).permute(0, 3, 1, 2).reshape(B, N, h * d)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.form == "channels_last":
-            return self._forward_channels_last(x)
+        if self.form is not None:
+            return self._forward_blocks(x)
         qkv = self.qkv(x)
         return self.proj(self.attend(qkv) + self.local_mixing(qkv))  # (B, N, C)
 
-    def _forward_channels_last(self, x: torch.Tensor) -> torch.Tensor:
-        """The same attention with each head as a (d, N) block: one transpose of qkv in and
-        one of the result out; the conv on V reads V's block as it lies, and every product
-        reads a transposed operand only on its right (what XNNPACK delegates). ``x`` is
-        (B, N, C) or, inside a model that flattens its tokens, (B*N, C)."""
+    def _forward_blocks(self, x: torch.Tensor) -> torch.Tensor:
+        """The target forms: each head as a (d, N) block, attention by
+        :func:`fp16_safe_linear_attention`; the conv on V reads V's block as it lies, and every
+        product reads a transposed operand only on its right (what XNNPACK delegates).
+
+        Tokens in and out (``x`` (B, N, C) or, inside a model that flattens its tokens,
+        (B*N, C)): one transpose of qkv in and one of the result out. Channels first
+        (``channels_io``, the Linears as 1x1 convs): ``x`` (B, C, H, W) or (B, C, 1, N), no
+        transposes."""
         h, d, s = self.num_heads, self.head_dim, self.side
         N = s * s
-        qkv = self.qkv(x).reshape(-1, N, 3 * h, d).permute(0, 2, 3, 1)  # (B, 3*heads, d, N)
-        q, k, v = qkv.split(h, dim=1)
-        q, k = F.relu(q), F.relu(k + self.positional_encoding.reshape(1, N, h, d).permute(0, 2, 3, 1))
-        vk = torch.matmul(v, k.transpose(-2, -1))  # (B, heads, d, d): (K^T V) transposed
-        denominator = (q * k.sum(dim=-1, keepdim=True)).sum(dim=-2, keepdim=True)  # (B, heads, 1, N)
-        out = torch.matmul(vk, q) * (1.0 / (denominator + 1e-6))  # out[j, n] = sum_i (K^T V)[i, j] q[i, n]
-        out = out + self.dwc(v.reshape(-1, d, s, s)).reshape(-1, h, d, N)
+        if self.channels_io:
+            qkv = self.qkv(x).reshape(-1, 3 * h, d, N)  # (B, 3*heads, d, N)
+        else:
+            qkv = self.qkv(x).reshape(-1, N, 3 * h, d).permute(0, 2, 3, 1)  # (B, 3*heads, d, N)
+
+        def local(v: torch.Tensor) -> torch.Tensor:  # DWC on each head's (d, N) block: (B, heads, d, N)
+            return self.dwc(v.reshape(-1, d, s, s)).reshape(-1, h, d, N)
+
+        out = fp16_safe_linear_attention(qkv, self.positional_blocks(), h, local)  # (B, heads, d, N)
+        if self.channels_io:
+            return self.proj(out.reshape(-1, h * d, *x.shape[2:]))  # (B, C, H, W) or (B, C, 1, N)
         out = out.reshape(-1, h * d, N).transpose(1, 2)  # (B, N, heads*d)
         return self.proj(out.reshape(*x.shape[:-1], h * d))
 
+    def positional_blocks(self) -> torch.Tensor:
+        """P as (1, heads, d, N) blocks (a constant in the traced graph)."""
+        h, d = self.num_heads, self.head_dim
+        return self.positional_encoding.reshape(1, -1, h, d).permute(0, 2, 3, 1)
+
     def to_form(self, form: str) -> None:
-        """channels_last, when there are more tokens than head channels (the product order
-        the official code uses then)."""
-        if form == "channels_last" and self.side * self.side > self.head_dim:
+        """Both forms: heads as (d, N) blocks, attention fp16-safe, always in the order
+        ``q (K^T V)`` (the official code's for more tokens than head channels; with fewer it
+        costs d/N times the attention's few products, and bounds every sum the same way);
+        tokens in and out until the model's own form makes it channels first
+        (:meth:`to_channels_first`)."""
+        if form in FORMS:
             self.form = form
-            record_change("", "SimplifiedLinearAttention: heads as (d, N) blocks, one transpose in and one out")
+            if self.dwc.bias is not None:  # DWC runs on a scaled V: its bias goes into proj's
+                shift = self.proj.weight.detach().double() @ self.dwc.bias.detach().double().repeat(self.num_heads)
+                scale_output_channels(self.proj, torch.ones_like(shift), shift)
+                self.dwc.bias = None
+            record_change("", "SimplifiedLinearAttention: heads as (d, N) blocks, fp16-safe (scaled) sums")
+
+    def to_channels_first(self) -> None:
+        """Take and return (B, C, H, W): projections as 1x1 convs, no transposes (called by
+        a model whose channels_first form carries that layout between its blocks)."""
+        self.channels_io = True
+        self.qkv, self.proj = conv1x1(self.qkv), conv1x1(self.proj)
+
+
+FP16_MAX = 65504.0
+TINY = 2.0 ** -14  # fp16's smallest normal: a maximum below it counts as this
+FLOOR = 2.0 ** -24  # fp16's smallest subnormal: the denominator never divides below it
+SUM_BOUND = 2 ** 12  # every sum of the scaled operands stays below this (16x under FP16_MAX)
+
+
+def fp16_safe_linear_attention(qkv: torch.Tensor, positional: torch.Tensor, heads: int,
+                               local: Callable[[torch.Tensor], torch.Tensor], eps: float = 1e-6) -> torch.Tensor:
+    """SLAB's linear attention plus ``local(V)`` (its DWC, without bias) on (d, N) blocks, with
+    no intermediate that can leave the fp16 range: (B, 3*heads, d, N) -> (B, heads, d, N).
+
+    ``(q (K^T V)) / (q sum_n k + eps) + local(V)`` (``q = ReLU(Q)``, ``k = ReLU(K+P)``) is
+    unchanged when q and k are scaled by positive numbers and eps by their product, and
+    V's scale (``local`` is linear) divides out at the end. Per batch and head, with ``m``
+    the largest magnitude of Q, of K (plus P's largest) and of V, each plus ``TINY``, and
+    ``2^g = max(1, 2^ceil(log2(N d)) / SUM_BOUND)``: ``q' = ReLU(Q/m_Q) < 1``,
+    ``k' = ReLU((K+P)/(m_K 2^g)) < 2^-g``, ``|v'| = |V|/m_V < 1``. Then, for every
+    intermediate (partial sums included):
+
+    - ``sum_n k'`` and ``|k'^T v'|`` are at most ``N 2^-g``;
+    - ``D' = q' . sum_n k'`` and ``|numerator|`` at most ``d N 2^-g <= SUM_BOUND`` (2^12);
+    - ``eps' = eps / (m_Q m_K 2^g)``, formed as ``(eps/(m_K 2^g)) / m_Q``: at most
+      ``1e-6 * 2^28 < 270``; the denominator ``D' + eps'`` stays under 4400 (7x under the
+      range check of an fp16 export, 32752);
+    - the quotient is at most 1 in magnitude (``|numerator| <= D'``), ``local(v')`` at most
+      the conv's absolute weight sum, and the result, divided by V's scale ``1/m_V``, what the
+      model as trained computes: nothing grows past the operands, so an fp16 input (every
+      value under 65504) gives no inf. The scales themselves are at most 2^14.
+
+    For the trained PRepBN ViT whose as-trained fp16 program overflowed (k up to ~516, v up
+    to ~13, 64 tokens, d = 64: K^T V reached ~4e5) the largest sum here is 4096. At the low
+    end the operands are the maxima's fractions (g = 0 until N d exceeds 2^12), so the
+    values that matter stay normal fp16 numbers. Exact in real arithmetic: the denominator
+    is floored at ``FLOOR`` (2^-24, fp16's smallest number) only to keep a token with
+    ``q = 0`` at 0 in fp16 (where eps' rounds to 0 and 0/0 would be nan); that changes a
+    result only where ``D' + eps' < 2^-24``. The scales are data-dependent maxima
+    (abs, reduce_max, divide: ops every converter and XNNPACK take), so the float32 result
+    is within rounding of the model as trained. No constant is larger than P.
+    """
+    h = heads
+    d, N = qkv.shape[-2:]
+    g = max(0, math.ceil(math.log2(N * d)) - int(math.log2(SUM_BOUND)))
+    offsets = torch.cat((torch.full((h,), TINY, dtype=qkv.dtype),
+                         positional.detach().abs().amax(dim=(0, 2, 3)).to(qkv.dtype) + TINY,
+                         torch.full((h,), TINY, dtype=qkv.dtype))).reshape(1, 3 * h, 1, 1)  # a constant
+    largest = qkv.abs().amax(dim=(-2, -1), keepdim=True) + offsets  # (B, 3*heads, 1, 1): m_Q, m_K, m_V
+    numerators = torch.tensor([1.0] * h + [2.0 ** -g] * h + [1.0] * h, dtype=qkv.dtype).reshape(1, 3 * h, 1, 1)
+    scale = numerators / largest  # (B, 3*heads, 1, 1): q, k and v's scales
+    q, k, v = (qkv * scale).split(h, dim=1)  # (B, heads, d, N) each
+    scale_q, scale_k, scale_v = scale.split(h, dim=1)
+    q, k = F.relu(q), F.relu(k + positional * scale_k)
+    vk = torch.matmul(v, k.transpose(-2, -1))  # (B, heads, d, d): (K^T V) transposed
+    k_sum = torch.matmul(torch.ones(1, 1, 1, N, dtype=qkv.dtype), k.transpose(-2, -1))  # (B, heads, 1, d)
+    denominator = torch.clamp_min(torch.matmul(k_sum, q) + (scale_k * eps) * scale_q, FLOOR)  # (B, heads, 1, N)
+    out = torch.matmul(vk, q) / denominator  # out[j, n] = sum_i (K^T V)[i, j] q[i, n] / D[n]
+    return (out + local(v)) / scale_v  # (B, heads, d, N)
 
 
 def simplified_linear_attention(qkv: torch.Tensor, positional: torch.Tensor, heads: int) -> torch.Tensor:
