@@ -22,6 +22,7 @@ from .models.factory import create_model as create_model  # the public function 
 from .models.registry import get_spec
 from .models.registry import list_models as list_models  # the public function itself
 from .optional import require
+from .pipeline.checks import DEFAULT_VERIFY_SAMPLES
 from .pipeline.flow import export_model
 from .pipeline.verify import verify_artifact
 
@@ -39,13 +40,15 @@ def export(model_or_name: Any, target: str = "onnx", output: str | Path = "edgev
     :class:`ParityError` and writes nothing; its ``report`` holds the results.
     Keyword options: ``dynamic_batch``, ``layout`` ("nchw"/"nhwc"), ``image_input`` (RGB
     pixels 0-255 in; both default to the target's app form: NHWC pixels for TFLite),
-    ``with_softmax``, ``labels``, ``image``, ``num_inputs``, ``seed``, ``progress`` and exporter ``options`` (``opset``,
+    ``with_softmax``, ``labels``, ``image``, ``verify_data`` and ``verify_samples`` (also verify on
+    these images: the sources of ``calibration``), ``num_inputs``, ``seed``, ``progress`` and exporter ``options`` (``opset``,
     ``deployment_target``, ``native_ops``: ONNX with the attention as ``ai.edgevit`` nodes,
     run by edgevit's ONNX Runtime loader with the C++ kernels).
     ``precision="int8"`` takes ``calibration`` (``"digits"``, an image folder, an ``.npz``,
     an array or a mapping with ``images`` and ``labels``), ``eval_data``, ``max_drop``,
     ``calibration_samples``, ``eval_samples``, ``int8_mode`` and ``int8_io``; a model the
-    guard cannot bring within ``max_drop`` raises :class:`ParityError` and writes nothing.
+    guard cannot bring within ``max_drop`` raises :class:`ParityError` and writes nothing, as
+    does an fp16 program whose tensors leave fp16's safe range on the verification inputs.
     """
     exporter_options = {k: options.pop(k) for k in ("opset", "deployment_target", "native_ops") if k in options}
     if exporter_options:
@@ -54,11 +57,19 @@ def export(model_or_name: Any, target: str = "onnx", output: str | Path = "edgev
                            precision=precision, verify=verify, reparam=reparam, **options)
     failed = [r for r in results if not r.written]
     if failed:
-        names = ", ".join(f"{r.target} (top-1 drop {r.guard.final.drop:.2f} points > {r.guard.max_drop:g})"
-                          if r.guard else f"{r.target} (max abs err {r.parity.max_abs_err:.3g})"
-                          for r in failed if r.parity or r.guard)
-        raise ParityError(f"parity check failed, nothing written for: {names}", report=results)
+        raise ParityError("nothing written for " + "; ".join(map(_why_refused, failed)), report=results)
     return results if target == "all" else results[0]
+
+
+def _why_refused(result: Any) -> str:
+    """One clause: why ``result``'s artifact was not written."""
+    if result.fp16_range is not None and not result.fp16_range.passed:
+        return f"{result.target}: {result.fp16_range.reason()}"
+    if result.guard is not None:
+        return f"{result.target} (top-1 drop {result.guard.final.drop:.2f} points > {result.guard.max_drop:g})"
+    if result.parity is not None:
+        return f"{result.target} (parity check failed: max abs err {result.parity.max_abs_err:.3g})"
+    return result.target
 
 
 def model_cost(model_or_name: Any, *, image_size: int | Sequence[int] | None = None):
@@ -112,12 +123,15 @@ def load(artifact_path: str | Path, *, runtime: str = "auto", threads: int | Non
 
 
 def verify(artifact_path: str | Path, model: Any, *, weights: str | Path | None = None,
-           image: str | Path | None = None, num_inputs: int = 3, seed: int = 0,
-           runtime: str = "auto", integrity_check: bool = True):
-    """Compare an artifact with the PyTorch model (a registered name or an nn.Module); an
-    artifact changed since export is refused (ArtifactError) unless ``integrity_check`` is False."""
-    return verify_artifact(artifact_path, model, weights=weights, image=image, num_inputs=num_inputs, seed=seed,
-                           runtime=runtime, integrity_check=integrity_check)
+           image: str | Path | None = None, verify_data: Any = None,
+           verify_samples: int = DEFAULT_VERIFY_SAMPLES,
+           num_inputs: int = 3, seed: int = 0, runtime: str = "auto", integrity_check: bool = True):
+    """Compare an artifact with the PyTorch model (a registered name or an nn.Module) on
+    random inputs, edgevit's photos, ``verify_data`` and ``image``; an artifact changed since
+    export is refused (ArtifactError) unless ``integrity_check`` is False."""
+    return verify_artifact(artifact_path, model, weights=weights, image=image, verify_data=verify_data,
+                           verify_samples=verify_samples, num_inputs=num_inputs, seed=seed, runtime=runtime,
+                           integrity_check=integrity_check)
 
 
 def bundle(artifact_path: str | Path, platform: str, output: str | Path):

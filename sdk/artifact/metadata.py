@@ -43,6 +43,7 @@ class ArtifactMetadata:
     form: dict[str, Any] | None = None  # the target form the model was rewritten into (edgevit.reparam.forms)
     integrity: dict[str, str] | None = None  # {"sha256": digest of the content (edgevit.artifact.integrity)}
     quantization: dict[str, Any] | None = None  # int8: the accuracy guard's summary (edgevit.int8.guard)
+    fp16_range: dict[str, Any] | None = None  # fp16 programs: the range analysis (edgevit.pipeline.fp16_range)
     edgevit_version: str = __version__
 
     def to_json(self) -> str:
@@ -90,6 +91,7 @@ _PARITY: dict[str, Any] = {
     "top1_agreement": lambda v: v is None or _is_number(v),
 }
 _REPARAM: dict[str, Any] = {"folded": _is_count, "kept": _is_count}
+_FP16_RANGE: dict[str, Any] = {"max_abs": _is_number, "headroom": _is_number, "limit": _is_number}
 _FORM: dict[str, Any] = {"form": lambda v: isinstance(v, str) and len(v) <= 32, "changed": _is_count}
 _QUANTIZATION: dict[str, Any] = {
     "mode": lambda v: isinstance(v, str) and len(v) <= 32, "status": lambda v: v in ("passed", "failed"),
@@ -124,6 +126,8 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     "reparam": (lambda v: v is None or _fits(v, _REPARAM), "null or an object with " + ", ".join(_REPARAM)),
     "form": (lambda v: v is None or _fits(v, _FORM), "null or an object with " + ", ".join(_FORM)),
     "quantization": (lambda v: v is None or _fits(v, _QUANTIZATION), "null or an object with " + ", ".join(_QUANTIZATION)),
+    "fp16_range": (lambda v: v is None or _fits(v, _FP16_RANGE),
+                   "null or an object with " + ", ".join(_FP16_RANGE)),
     "integrity": (lambda v: v is None or (isinstance(v, dict) and isinstance(v.get("sha256"), str)
                                           and _HEX64.fullmatch(v["sha256"]) is not None),
                   'an object {"sha256": 64 hex digits}'),

@@ -36,6 +36,12 @@ NO_INTEGRITY_CHECK = typer.Option(False, "--no-integrity-check",
 RUNTIME = typer.Option("auto", "--runtime",
                        help="Runtime to run the artifact with: auto, onnxruntime, litert, coreml, reference or torch.")
 THREADS = typer.Option(None, "--threads", help="Runtime threads (default: the runtime's).")
+VERIFY_DATA = typer.Option(None, "--verify-data", metavar="DATA",
+                           help="Also verify on these images: digits, an image folder or an .npz (as --calibration); "
+                                "edgevit's photos and the random inputs always run.")
+VERIFY_SAMPLES = typer.Option(16, "--verify-samples", help="Samples of --verify-data verified on.")
+NUM_INPUTS = typer.Option(3, "--num-inputs", help="Random inputs verified on (besides the photos and any data).")
+IMAGE = typer.Option(None, "--image", help="Also verify on this image.")
 PROVIDERS = typer.Option(None, "--providers", metavar="LIST",
                          help="ONNX Runtime execution providers, best first, e.g. tensorrt,cuda,cpu "
                               "(the one really used is reported).")

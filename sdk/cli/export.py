@@ -13,7 +13,8 @@ from rich.text import Text
 
 from edgevit.errors import printable
 
-from .app import NO_INTEGRITY_CHECK, RUNTIME, Progress, app, emit, safe_console
+from .app import (IMAGE, NO_INTEGRITY_CHECK, NUM_INPUTS, RUNTIME, VERIFY_DATA, VERIFY_SAMPLES, Progress, app, emit,
+                  safe_console)
 
 
 def _parity_table(report) -> None:
@@ -40,6 +41,9 @@ def _parity_table(report) -> None:
                       Text("info") if report.verdict is not None else
                       Text("pass", style="green") if r.passed else Text("FAIL", style="red"))
     console.print(table)
+    for kind, row in report.by_kind().items():
+        console.print(printable(f"  {kind}: {row['source']}: max abs err {row['max_abs_err']:.3g}, top-1 agreement "
+                                f"{row['top1_agreement']:.2f}" + ("" if row["passed"] else " (over tolerance)")))
     if report.note:
         console.print(report.note)
 
@@ -49,17 +53,27 @@ def _guard_table(guard) -> None:
 
     console = safe_console()
     basis = "accuracy" if guard.fp32_accuracy is not None else "agreement"
-    title = (f"int8 accuracy guard: {guard.target}, {guard.mode}, {guard.held_out['count']} held-out samples, "
-             f"budget {guard.max_drop:g} points of top-1 {basis}"
+    title = (f"int8 accuracy guard: {guard.target}, {guard.mode}, {guard.held_out['count']} held-out samples "
+             f"({guard.basis}), budget {guard.budget:g} points of top-1 {basis}"
              + (f", fp32 accuracy {guard.fp32_accuracy:.4f}" if guard.fp32_accuracy is not None else ""))
     table = Table(title=title)
-    for col in ("layers in float", "top-1 agreement", "accuracy", "SNR dB", "drop (points)", "result"):
+    for col in ("layers in float", "top-1 agreement", "accuracy", "SNR dB", "drop (points)", "95% interval", "result"):
         table.add_column(col)
     for trial in guard.trials:
         table.add_row(str(len(trial.kept)), f"{trial.agreement:.4f}",
                       "-" if trial.accuracy is None else f"{trial.accuracy:.4f}", f"{trial.snr_db:.1f}",
-                      f"{trial.drop:.2f}", Text("within", style="green") if trial.passed else Text("over", style="red"))
+                      f"{trial.drop:.2f}", f"{trial.interval[0]:.2f} to {trial.interval[1]:.2f}",
+                      Text("within", style="green") if trial.passed else Text("over", style="red"))
     console.print(table)
+    if guard.basis == "training data only":
+        console.print(f"  training data only: scored on shifted copies of training images, budget held to "
+                      f"{guard.budget:g} of {guard.max_drop:g} points; unseen images can lose more (give --eval)")
+    if guard.latency:
+        speed = guard.latency
+        console.print(printable(f"  latency on this machine: int8 {speed['int8_ms']:.2f} ms, fp32 "
+                                f"{speed['fp32_ms']:.2f} ms, int8/fp32 {speed['ratio']} (best runs "
+                                f"{speed.get('best_ratio')}; {speed['runtime']}; int8 instruction sets: "
+                                f"{', '.join(speed['cpu_features']) or 'none found'})"))
     for kept in guard.kept:
         console.print(printable(f"  kept float: {kept['layer']} ({kept['module']}, {kept['kind']}): {kept['reason']}"))
     console.print(printable("  float by default: " + ", ".join(guard.float_by_default)))
@@ -99,8 +113,10 @@ def export_command(
     with_softmax: bool = typer.Option(False, "--with-softmax", help="Output probabilities (softmax) instead of logits."),
     labels: Optional[Path] = typer.Option(None, "--labels",
                                           help="Class labels, one per line (Core ML classifier, TFLite label file)."),
-    image: Optional[Path] = typer.Option(None, "--image", help="Also verify on this image."),
-    num_inputs: int = typer.Option(3, "--num-inputs", help="Random inputs used for verification."),
+    image: Optional[Path] = IMAGE,
+    verify_data: Optional[str] = VERIFY_DATA,
+    verify_samples: int = VERIFY_SAMPLES,
+    num_inputs: int = NUM_INPUTS,
     opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (18 or newer)."),
     deployment_target: Optional[str] = typer.Option(None, "--deployment-target", help="Core ML: iOS16, iOS17 or iOS18."),
     native_ops: bool = typer.Option(False, "--native-ops",
@@ -116,7 +132,8 @@ def export_command(
         results = export_model(
             model, target, output, weights=weights, image_size=image_size, precision=precision,
             verify=verify, reparam=reparam, target_form=target_form, dynamic_batch=dynamic_batch, image_input=image_input, layout=layout,
-            with_softmax=with_softmax, labels=labels, image=image, num_inputs=num_inputs, options=options, progress=progress,
+            with_softmax=with_softmax, labels=labels, image=image, verify_data=verify_data,
+            verify_samples=verify_samples, num_inputs=num_inputs, options=options, progress=progress,
             calibration=calibration, eval_data=eval_data, max_drop=max_drop, calibration_samples=calibration_samples,
             eval_samples=eval_samples, int8_mode=int8_mode, int8_io=int8_io,
         )
@@ -137,6 +154,14 @@ def export_command(
                 _parity_table(r.parity)
             if r.guard is not None:
                 _guard_table(r.guard)
+            if r.fp16_range is not None:
+                fp16 = r.fp16_range
+                console.print(printable(f"{r.target}: fp16 range: largest magnitude {fp16.max_abs:.4g} "
+                                        f"({100 * fp16.headroom:.2g}% of fp16's largest value) on {fp16.inputs} inputs"
+                                        + ("" if fp16.passed else f"; refused, nothing written: {fp16.reason()}")),
+                              style=None if fp16.passed else "bold red")
+                if not fp16.passed:
+                    continue
             if r.written:
                 checked = ("verified" if r.parity and r.parity.numerically_verified else
                            "structurally checked, not numerically verified" if r.parity else "not verified")
@@ -192,8 +217,10 @@ def verify_command(
     artifact: Path = typer.Argument(..., help="An .onnx, .tflite or .mlpackage file."),
     model: str = typer.Option(..., "--model", "-m", help="Registered model name."),
     weights: Optional[Path] = typer.Option(None, "--weights", "-w", help="Checkpoint the artifact was made from."),
-    image: Optional[Path] = typer.Option(None, "--image", help="Also compare on this image."),
-    num_inputs: int = typer.Option(3, "--num-inputs", help="Random inputs to compare on."),
+    image: Optional[Path] = IMAGE,
+    verify_data: Optional[str] = VERIFY_DATA,
+    verify_samples: int = VERIFY_SAMPLES,
+    num_inputs: int = NUM_INPUTS,
     runtime: str = RUNTIME,
     no_integrity_check: bool = NO_INTEGRITY_CHECK,
 ) -> None:
@@ -202,7 +229,8 @@ def verify_command(
 
     with Progress() as progress:
         progress(f"verifying {artifact} against {model}")
-        report = verify_artifact(artifact, model, weights=weights, image=image, num_inputs=num_inputs,
+        report = verify_artifact(artifact, model, weights=weights, image=image, verify_data=verify_data,
+                                 verify_samples=verify_samples, num_inputs=num_inputs,
                                  runtime=runtime, integrity_check=not no_integrity_check)
     emit(report.to_dict(), lambda: _parity_table(report))
     if not report.passed:

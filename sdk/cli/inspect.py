@@ -103,6 +103,12 @@ def info_command(
                 verified = "numerically" if parity.get("numerically_verified") else "structurally only"
                 console.print(f"parity at export: {parity['status']} ({verified}, backend {parity['backend']}, "
                               f"max abs err {parity['max_abs_err']}, top-1 agreement {parity['top1_agreement']})")
+                for kind, row in _parity_kinds(parity):
+                    console.print(printable(f"  {kind}: {row['inputs']} inputs, max abs err {row['max_abs_err']:.3g}"))
+            if meta.get("fp16_range"):
+                fp16 = meta["fp16_range"]
+                console.print(f"fp16 range at export: largest magnitude {fp16['max_abs']:.4g} "
+                              f"({100 * fp16['headroom']:.2g}% of fp16's largest value)")
         else:
             console.print("no edgevit metadata (not exported by edgevit)", style="yellow")
         if info["app_metadata"]:
@@ -123,10 +129,21 @@ def info_command(
     emit(info, human)
 
 
+def _parity_kinds(parity: dict) -> list[tuple[str, dict]]:
+    """The per-kind rows of a stored parity summary that are well formed (metadata is untrusted)."""
+    kinds = parity.get("by_kind")
+    if not isinstance(kinds, dict):
+        return []
+    return [(str(kind)[:16], row) for kind, row in list(kinds.items())[:8]
+            if isinstance(row, dict) and isinstance(row.get("inputs"), int)
+            and isinstance(row.get("max_abs_err"), (int, float)) and not isinstance(row.get("max_abs_err"), bool)]
+
+
 def _print_quantization(console, q: dict) -> None:
     """The int8 report stored in an artifact's metadata."""
     calibration, held = q["calibration"], q.get("held_out") or {}
-    console.print(printable(f"int8 ({q['mode']}): guard {q['status']}, budget {q['max_drop']} points; calibration: "
+    budget = q["budget"] if isinstance(q.get("budget"), (int, float)) else q["max_drop"]
+    console.print(printable(f"int8 ({q['mode']}): guard {q['status']}, budget {budget:g} points; calibration: "
                             f"{calibration['name']}, {calibration['count']} samples (sha256 "
                             f"{str(calibration.get('sha256', ''))[:16]}); held out: {held.get('name')}, "
                             f"{held.get('count')} samples"))
@@ -134,12 +151,31 @@ def _print_quantization(console, q: dict) -> None:
                 f"held-out accuracy {q['accuracy']:.4f} (fp32 {q['fp32_accuracy']:.4f})"
                 if q.get("accuracy") is not None and q.get("fp32_accuracy") is not None else None,
                 f"SNR {q['snr_db']:.1f} dB" if isinstance(q.get("snr_db"), (int, float)) else None,
+                _drop_text(q),
                 (f"size {q['size_bytes'] / 1e6:.2f} MB vs fp32 {q['fp32_size_bytes'] / 1e6:.2f} MB"
                  f" ({q['fp32_size_bytes'] / max(q['size_bytes'], 1):.2f}x smaller)")]
     console.print("  " + ", ".join(m for m in measured if m))
+    speed = q.get("latency")
+    if isinstance(speed, dict) and all(isinstance(speed.get(k), (int, float)) for k in ("int8_ms", "fp32_ms", "ratio")):
+        console.print(printable(f"  latency at export: int8 {speed['int8_ms']:.2f} ms, fp32 {speed['fp32_ms']:.2f} ms "
+                                f"(int8/fp32 {speed['ratio']:.2f}) on {speed.get('machine')}, int8 instruction sets: "
+                                f"{', '.join(map(str, speed.get('cpu_features') or [])) or 'none found'}"))
     kept = q.get("kept_float") or []
     console.print(printable("  kept float by the guard: " + (", ".join(
         f"{k['layer']} ({k.get('module', '?')})" for k in kept) if kept else "none")))
+
+
+def _drop_text(q: dict) -> str | None:
+    """The guard's drop, its 95% interval and what it was measured on (newer artifacts)."""
+    drop, interval = q.get("drop"), q.get("drop_interval")
+    if not isinstance(drop, (int, float)):
+        return None
+    text = f"drop {drop:.2f} points"
+    if isinstance(interval, list) and len(interval) == 2 and all(isinstance(v, (int, float)) for v in interval):
+        text += f" (95% interval {interval[0]:.2f} to {interval[1]:.2f})"
+    if isinstance(q.get("held_out_basis"), str):
+        text += f" on {q['held_out_basis']}"
+    return text
 
 
 def _model_info(name: str, image_size: Optional[int]) -> None:

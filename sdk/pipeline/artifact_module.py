@@ -15,6 +15,9 @@ import torch
 from ..artifact.input_form import InputForm
 
 
+MODEL_ATTRIBUTE = "model"  # the wrapped model's name: its module paths in a traced program start "model."
+
+
 class ArtifactModule(torch.nn.Module):
     """``model`` taking ``form``'s input (NHWC and/or 0-255 pixels), softmax on request.
 
@@ -40,7 +43,7 @@ class ArtifactModule(torch.nn.Module):
         if self.normalizes:
             self.register_buffer("scale", scale.float())
             self.register_buffer("shift", shift.float())
-        self.model = model
+        setattr(self, MODEL_ATTRIBUTE, model)
 
     def forward(self, x):
         if self.channels_last:

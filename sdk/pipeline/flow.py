@@ -16,7 +16,6 @@ from ..artifact.input_form import parse_layout
 from ..artifact.integrity import PLACEHOLDER, seal
 from ..artifact.labels import read_labels
 from ..artifact.metadata import ArtifactMetadata
-from ..artifact.preprocess import load_image
 from ..errors import ExportError, InputError
 from ..int8.calibration import DEFAULT_CALIBRATION_SAMPLES, DEFAULT_EVAL_SAMPLES
 from ..int8.guard import DEFAULT_MAX_DROP, GuardReport, Int8Job, Int8Options, int8_job, quantize_artifact
@@ -25,7 +24,9 @@ from ..models.registry import get_spec
 from ..models.spec import IMAGENET_MEAN, IMAGENET_STD
 from ..optional import require
 from ..paths import artifact_size, ensure_writable_dir, publish, staged_path
-from .parity import ParityReport, check_parity, parity_inputs, structural_report
+from .checks import DEFAULT_VERIFY_SAMPLES, Probe, verification_probes
+from .fp16_range import Fp16RangeReport, computes_in_fp16, measure_range
+from .parity import ParityReport, check_parity, structural_report
 from .targets import check_int8_options, input_form_for, output_path
 
 Progress = Callable[[str], None]
@@ -46,6 +47,7 @@ class ExportResult:
     reparam: dict[str, Any] | None = None  # what re-parameterization folded (None: not applied)
     form: dict[str, Any] | None = None  # the target form the model was rewritten into (None: not applied)
     guard: GuardReport | None = None  # int8: what the accuracy guard measured and kept in float
+    fp16_range: Fp16RangeReport | None = None  # fp16 programs: the largest magnitudes (refused: written False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -59,6 +61,7 @@ class ExportResult:
             "reparam": self.reparam,
             "form": self.form,
             "quantization": self.guard.to_dict() if self.guard else None,
+            "fp16_range": self.fp16_range.to_dict() if self.fp16_range else None,
         }
 
 
@@ -79,6 +82,8 @@ def export_model(
     with_softmax: bool = False,
     labels: Sequence[str] | str | Path | None = None,
     image: str | Path | None = None,
+    verify_data: Any = None,
+    verify_samples: int = DEFAULT_VERIFY_SAMPLES,
     num_inputs: int = 3,
     seed: int = 0,
     options: dict[str, Any] | None = None,
@@ -121,9 +126,17 @@ def export_model(
     nothing. ``int8_mode`` picks the target's scheme (``full``, ``dynamic``, ``weights``,
     ``palettize``);
     ``int8_io`` gives TFLite int8 input and output tensors.
+
+    Verification (:mod:`edgevit.pipeline.checks`) runs ``num_inputs`` seeded random inputs,
+    edgevit's photos, up to ``verify_samples`` samples of ``verify_data`` (the sources of
+    ``calibration``) and ``image``; the parity report gives the error per kind. An fp16
+    program (``precision="fp16"``, Core ML's int8 ``full``) is first run in PyTorch on those
+    inputs and refused, unwritten, when a tensor leaves fp16's safe range
+    (:mod:`edgevit.pipeline.fp16_range`).
     """
     require("torch", "to export models")
     from .tracing import ModelSide, num_classes  # torch: the model side of the export
+    from .artifact_module import MODEL_ATTRIBUTE  # torch: the wrapper the programs are traced in
 
     say = progress or (lambda message: None)
     targets = resolve_targets(target)
@@ -131,6 +144,8 @@ def export_model(
         raise InputError(f"unknown precision {precision!r}: choose {' or '.join(PRECISIONS)}")
     if num_inputs < 1:
         raise InputError("verification needs at least one input (num_inputs >= 1)")
+    if verify_samples < 1:
+        raise InputError("--verify-samples must be at least 1")
     if layout is not None:
         parse_layout(layout)  # a wrong name is reported before any long work starts
     if (options or {}).get("native_ops") and targets != ["onnx"]:
@@ -160,12 +175,10 @@ def export_model(
 
     job = int8_job(int8, shape, mean, std, spec.crop_pct if spec else 0.875, class_labels, say) \
         if precision == "int8" else None
-    checks = parity_inputs(shape, num_inputs, seed)
-    if image is not None:
-        crop = spec.crop_pct if spec else 0.875
-        checks.append((f"image {Path(image).name}", load_image(image, shape[2:], mean, std, crop)))
-
-    side = ModelSide(module, name, shape, [x for _, x in checks], reparam=reparam, with_softmax=with_softmax,
+    checks, sources = verification_probes(shape, mean, std, spec.crop_pct if spec else 0.875, num_inputs=num_inputs,
+                                          seed=seed, data=verify_data, samples=verify_samples, image=image,
+                                          progress=say)
+    side = ModelSide(module, name, shape, _fold_checks(checks), reparam=reparam, with_softmax=with_softmax,
                      seed=seed, say=say)
     results = []
     for tgt in targets:
@@ -177,15 +190,33 @@ def export_model(
             options=dict(options or {}), output_name=output_name,
             output_kind="probabilities" if with_softmax else "logits",
         )
-        form_checks = [(label, form.from_normalized(x)) for label, x in checks]
+        form_checks = [probe.in_form(form) for probe in checks]
+        fp16 = None
+        if computes_in_fp16(tgt, precision, int8.mode or exporter_module(tgt).INT8_MODES[0]):
+            say(f"{tgt}: measuring every tensor's range for fp16 on {len(form_checks)} inputs")
+            fp16 = measure_range(program, [probe.x for probe in form_checks], root=MODEL_ATTRIBUTE)
+            if not fp16.passed:
+                results.append(ExportResult(tgt, finals[tgt], precision, written=False, fp16_range=fp16,
+                                            reparam=side.fold_summary, form=form_summary))
+                continue
         results.append(_export_one(tgt, exporter_module(tgt), request, finals[tgt], spec, verify, form_checks,
-                                   side.reference(form), say, side.fold_summary, job, form_summary))
+                                   side.reference(form), say, side.fold_summary, job, form_summary, sources, fp16))
     return results
 
 
-def _export_one(target, exporter, request, final: Path, spec, verify: bool, checks, reference,
+_FOLD_CHECK_SAMPLES = 4  # data samples the float64 fold and form checks also run (each costs two float64 runs)
+
+
+def _fold_checks(probes: list[Probe]) -> list[np.ndarray]:
+    """The inputs folds and forms are checked on: every probe but the data beyond the first few."""
+    data = [p for p in probes if p.kind == "data"][:_FOLD_CHECK_SAMPLES]
+    return [p.x for p in probes if p.kind != "data"] + [p.x for p in data]
+
+
+def _export_one(target, exporter, request, final: Path, spec, verify: bool, checks: list[Probe], reference,
                 say: Progress, fold_summary: dict[str, Any] | None = None, job: Int8Job | None = None,
-                form_summary: dict[str, Any] | None = None) -> ExportResult:
+                form_summary: dict[str, Any] | None = None, sources: dict[str, str] | None = None,
+                fp16: Fp16RangeReport | None = None) -> ExportResult:
     started = time.perf_counter()
     with staged_path(final) as staged:
         say(f"{target}: converting")
@@ -199,7 +230,7 @@ def _export_one(target, exporter, request, final: Path, spec, verify: bool, chec
         if verify or guard is not None:
             say(f"{target}: verifying parity with PyTorch ({runtime.describe()})")
             if runtime.can_run:
-                report = check_parity(runtime, reference, checks, request.precision)
+                report = check_parity(runtime, reference, checks, request.precision, sources)
             else:
                 report = structural_report(runtime, tuple(request.example.shape), request.precision)
         if guard is not None:
@@ -216,13 +247,15 @@ def _export_one(target, exporter, request, final: Path, spec, verify: bool, chec
             form=form_summary,
             integrity={"sha256": PLACEHOLDER},
             quantization=guard.summary(artifact_size(staged)) if guard else None,
+            fp16_range=fp16.summary() if fp16 else None,
         )
         result = ExportResult(target, final, request.precision, written=False, parity=report,
-                              metadata=metadata.to_dict(), reparam=fold_summary, guard=guard, form=form_summary)
+                              metadata=metadata.to_dict(), reparam=fold_summary, guard=guard, form=form_summary,
+                              fp16_range=fp16)
         if report is None or report.passed:
             exporter.write_metadata(staged, metadata)
             say(f"{target}: recording the content digest")
-            result.metadata["integrity"] = {"sha256": _seal(staged, runtime, checks[0][1] if verify else None)}
+            result.metadata["integrity"] = {"sha256": _seal(staged, runtime, checks[0].x if verify else None)}
             publish(staged, final)
             result.written = True
             result.size_bytes = artifact_size(final)

@@ -1,14 +1,16 @@
 """Parity: does an artifact compute what the PyTorch model computes?
 
-The artifact runs on fixed seeded inputs (and an image when given) next to the eval-mode
-PyTorch model; the report gives max/mean absolute error, where the worst element is,
-and top-1 agreement, judged against the tolerance table below (DESIGN section 7).
+The artifact runs on the verification inputs (:mod:`edgevit.pipeline.checks`: seeded
+random tensors, photos, the user's data, an image) next to the eval-mode PyTorch model;
+the report gives max/mean absolute error, where the worst element is, and top-1
+agreement, per input and per kind of input, judged against the tolerance table below
+(DESIGN section 7).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -29,6 +31,7 @@ class ParityRow:
     top1_ref: int
     top1_got: int
     passed: bool
+    kind: str = "random"  # edgevit.pipeline.checks.KINDS
 
 
 @dataclass
@@ -45,6 +48,7 @@ class ParityReport:
     structural: dict[str, Any] | None = None
     note: str = ""
     verdict: bool | None = None  # set when another check judges (int8: the accuracy guard); rows inform
+    sources: dict[str, str] = field(default_factory=dict)  # kind -> what its inputs are
 
     @property
     def passed(self) -> bool:
@@ -64,6 +68,17 @@ class ParityReport:
             return None
         return sum(r.top1_ref == r.top1_got for r in self.rows) / len(self.rows)
 
+    def by_kind(self) -> dict[str, dict[str, Any]]:
+        """Per kind of input: its source, how many, the largest error, top-1 agreement, verdict."""
+        kinds: dict[str, dict[str, Any]] = {}
+        for kind in dict.fromkeys(r.kind for r in self.rows):
+            rows = [r for r in self.rows if r.kind == kind]
+            kinds[kind] = {"source": self.sources.get(kind, ""), "inputs": len(rows),
+                           "max_abs_err": max(r.max_abs_err for r in rows),
+                           "top1_agreement": sum(r.top1_ref == r.top1_got for r in rows) / len(rows),
+                           "passed": all(r.passed for r in rows)}
+        return kinds
+
     def summary(self) -> dict[str, Any]:
         """The compact form stored in artifact metadata."""
         return {
@@ -76,15 +91,18 @@ class ParityReport:
             "top1_agreement": self.top1_agreement,
             "atol": self.atol,
             "rtol": self.rtol,
+            "by_kind": self.by_kind(),
         }
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data.update(passed=self.passed, max_abs_err=self.max_abs_err, top1_agreement=self.top1_agreement)
+        data.update(passed=self.passed, max_abs_err=self.max_abs_err, top1_agreement=self.top1_agreement,
+                    by_kind=self.by_kind())
         return data
 
 
-def compare(name: str, ref: np.ndarray, got: np.ndarray, atol: float, rtol: float) -> ParityRow:
+def compare(name: str, ref: np.ndarray, got: np.ndarray, atol: float, rtol: float, kind: str = "random"
+            ) -> ParityRow:
     """Compare one output pair; NaNs in ``got`` fail."""
     ref = np.asarray(ref, dtype=np.float64)
     got = np.asarray(got, dtype=np.float64).reshape(ref.shape)
@@ -102,6 +120,7 @@ def compare(name: str, ref: np.ndarray, got: np.ndarray, atol: float, rtol: floa
         top1_ref=int(ref.reshape(ref.shape[0], -1)[0].argmax()),
         top1_got=int(np.nan_to_num(got, nan=-np.inf).reshape(got.shape[0], -1)[0].argmax()),
         passed=passed,
+        kind=kind,
     )
 
 
@@ -111,13 +130,14 @@ def parity_inputs(shape: tuple[int, ...], count: int, seed: int = 0) -> list[tup
     return [(f"random#{i} (seed {seed})", rng.standard_normal(shape).astype(np.float32)) for i in range(count)]
 
 
-def check_parity(runtime, reference: Callable[[np.ndarray], np.ndarray], inputs: list[tuple[str, np.ndarray]],
-                 precision: str) -> ParityReport:
-    """Run ``runtime`` and ``reference`` on every input and compare."""
+def check_parity(runtime, reference: Callable[[np.ndarray], np.ndarray], probes: Sequence[Any], precision: str,
+                 sources: dict[str, str] | None = None) -> ParityReport:
+    """Run ``runtime`` and ``reference`` on every probe (:class:`edgevit.pipeline.checks.Probe`,
+    in the artifact's input form) and compare."""
     atol, rtol = TOLERANCES.get(precision, TOLERANCES["fp32"])
-    report = ParityReport(str(runtime.path), runtime.describe(), precision, atol, rtol)
-    for name, x in inputs:
-        report.rows.append(compare(name, reference(x), runtime.run(x), atol, rtol))
+    report = ParityReport(str(runtime.path), runtime.describe(), precision, atol, rtol, sources=dict(sources or {}))
+    for probe in probes:
+        report.rows.append(compare(probe.name, reference(probe.x), runtime.run(probe.x), atol, rtol, probe.kind))
     return report
 
 
