@@ -98,7 +98,9 @@ def test_coreml_image_classifier_verified_and_predicts(app_artifacts, photo, mod
         path = app_artifacts[(model, "coreml", precision)]
         rt = edgevit.load(path)
         assert rt.inputs[0].image and rt.can_run, rt.cannot_run_reason
-        assert rt.metadata.parity["numerically_verified"] and rt.metadata.parity["inputs"] == 4
+        parity = rt.metadata.parity  # 3 random inputs, edgevit's 4 photos and the photo given
+        assert parity["numerically_verified"] and parity["inputs"] == 8
+        assert {kind: row["inputs"] for kind, row in parity["by_kind"].items()} == {"random": 3, "photo": 4, "image": 1}
         top = predict(path, photo, top_k=5)["top"]
         assert [row["label"] for row in top] == [LABELS[row["class"]] for row in top]
     # Core ML's classifier outputs: the top label, and every class's score in a dictionary

@@ -44,4 +44,6 @@ def test_every_target_and_precision_is_verified_on_real_data(fidelity, name):
             # a near tie may flip in fp16 within tolerance (edgenext Core ML: 15 of 16 digits once)
             assert row["max_err_data"] < 5e-2 and row["agreement_real"] >= 0.9, (key, row)
             assert 0 < row["fp16_headroom"] < 1 / MARGIN, (key, row)
-    assert 1.0 <= entry["range"]["ratio"] < MARGIN, entry["range"]  # the range check's margin covers unseen data
+    # unseen digits reach no further than the verification inputs by more than the range check's margin
+    # (photos may reach further than digits: the ratio can be below 1)
+    assert entry["range"]["ratio"] < MARGIN, entry["range"]

@@ -24,7 +24,7 @@ from edgevit.models.fmvit import (
 )
 from edgevit.models.registry import get_spec
 from edgevit.pipeline.artifact_module import artifact_module
-from edgevit.pipeline.parity import parity_inputs
+from edgevit.pipeline.checks import verification_probes
 from edgevit.reparam import recalibrate_batchnorm, reparameterize
 from edgevit.reparam.branches import MultiBranchConv2d
 from edgevit.reparam.checked import FOLD_TOLERANCE, torch_reference
@@ -340,7 +340,9 @@ def test_every_variant_exports_to_every_target_with_parity(name, tmp_path):
     model = realistic(edgevit.create_model(name), (2, 3, SMALL, SMALL))
     results = edgevit.export(model, "all", tmp_path, image_size=SMALL, num_inputs=2)
     assert [r.target for r in results] == ["onnx", "coreml", "tflite"]
-    inputs = [x for _, x in parity_inputs((1, 3, SMALL, SMALL), 2, 0)]
+    spec = get_spec(name)  # the inputs verification ran: 2 random ones and edgevit's photos
+    inputs = [p.x for p in verification_probes((1, 3, SMALL, SMALL), spec.mean, spec.std, spec.crop_pct,
+                                               num_inputs=2)[0]]
     scale = max(float(np.abs(torch_reference(model)(x)).max()) for x in inputs)
     assert scale > 1.0  # O(1) logits: every path matters
     for result in results:

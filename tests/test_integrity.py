@@ -26,15 +26,28 @@ def _copy(source: Path, tmp_path: Path) -> Path:
 def _scale_a_weight(artifact: Path, target: str) -> None:
     """Multiply one float32 weight near the middle of the file by 3 and add 0.5 (a plausible,
     silent corruption). The first 4 bytes from the middle on that read as a weight of
-    ordinary size (0.01 to 10) are taken: a tensor's data need not start 4-byte aligned in
-    the file, and a folded weight of 1e-8 would not visibly change the output."""
+    ordinary size (0.01 to 10) and whose change changes the output are taken: a tensor's data
+    need not start 4-byte aligned in the file, a folded weight of 1e-8 would not visibly
+    change the output, and the bytes may belong to something the program does not compute
+    with (a metadata string, an unused constant)."""
     holder = artifact / WEIGHT_FILE[target] if WEIGHT_FILE[target] else artifact
-    data = bytearray(holder.read_bytes())
-    at = next(i for i in range(len(data) // 2, len(data) - 4)
-              if 1e-2 <= abs(float(np.frombuffer(bytes(data[i:i + 4]), np.float32)[0])) <= 10)
-    value = np.frombuffer(bytes(data[at:at + 4]), np.float32)[0]
-    data[at:at + 4] = np.float32(value * 3 + 0.5).tobytes()
-    holder.write_bytes(bytes(data))
+    original = holder.read_bytes()
+    runtime = edgevit.load(artifact, integrity_check=False)
+    x = np.random.default_rng(2).standard_normal(runtime.inputs[0].shape).astype(np.float32)
+    before = runtime.run(x)
+    candidates = (i for i in range(len(original) // 2, len(original) - 4)
+                  if 1e-2 <= abs(float(np.frombuffer(original[i:i + 4], np.float32)[0])) <= 10)
+    for at, _ in zip(candidates, range(50)):
+        data = bytearray(original)
+        value = np.frombuffer(original[at:at + 4], np.float32)[0]
+        data[at:at + 4] = np.float32(value * 3 + 0.5).tobytes()
+        holder.write_bytes(bytes(data))
+        try:
+            if not np.array_equal(edgevit.load(artifact, integrity_check=False).run(x), before):
+                return
+        except edgevit.EdgeVitError:
+            pass  # these bytes broke the file's structure: a corruption, but not the silent kind sought
+    raise AssertionError(f"no weight near the middle of {holder} changes the output")
 
 
 @pytest.mark.parametrize("target", ["onnx", "tflite", "coreml"])

@@ -19,7 +19,6 @@ import torch
 from torch import nn
 
 from ..reparam.folds import fold_into_next, fold_into_previous
-from ..reparam.forms import convert_children
 from .slab_layers import Mlp, SimplifiedLinearAttention, init_vit_weights, make_norm
 from .slab_layers import remap_checkpoint  # noqa: F401  (the loader looks it up here)
 
@@ -223,15 +222,6 @@ class SlabSwinTransformer(nn.Module):
     def reparameterize(self) -> None:
         """The final norm commutes with the mean pooling and folds into the head."""
         fold_into_next(self, "norm", self.head, note="absorbed through the mean pooling")
-
-    def to_form(self, form: str) -> None:
-        """channels_last only: its global attentions on (d, N) blocks. No channels_first form:
-        the window partitions are real transposes, and with the fp16-safe attention the Core ML
-        fp16 export of a random-weight slab_swin_tiny at 224 measured 0.078 from PyTorch (the
-        tolerance is 5e-2; as trained it passes), so Core ML gets the model as trained and the
-        export's fp16 range check stands guard (docs/target_forms.md)."""
-        if form == "channels_last":
-            convert_children(self, form)
 
 
 def build_slab_swin(num_classes: int = 1000, **config) -> SlabSwinTransformer:
