@@ -155,7 +155,7 @@ def split(model: Any, data: Any, num_submodels: int, devices: Any = None, budget
     :class:`edgevit.edvit.Device` or a devices.yaml path. Writes the plan directory
     ``output`` (plan.json, verified artifacts, report.json/.md) and returns the
     :class:`edgevit.edvit.SplitPlan`. Options: ``weights``, ``partition``
-    ("balanced", "confusion", "embedding"), ``finetune_epochs``, ``fusion_epochs``,
+    ("balanced", "confusion", "embedding"), ``finetune_epochs``, ``fusion_epochs``, ``joint_epochs``,
     ``overwrite``, ``seed``, ``progress``.
     """
     require("torch", "to split a ViT")

@@ -56,7 +56,7 @@ ONE_WORKER_FIXTURES = frozenset({"app_artifacts", "int8_artifacts", "digits_mode
                                  "edgevit_wheel", "device_venv", "tflite_runtime_venv", "pi_worker_venv"})
 # ... and so do the tests that start Ray on this machine, one after another: one of them checks
 # that Ray leaves no process behind, which a cluster on the other worker would spoil.
-ONE_WORKER_FILES = frozenset({"test_edvit_ray.py", "test_readme.py"})
+ONE_WORKER_FILES = frozenset({"test_edvit_ray.py", "test_readme.py", "test_edvit_fleet.py"})
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # one core per worker: torch's second OpenMP thread would only compete with the other worker
@@ -195,7 +195,7 @@ def plan(trained, tmp_path_factory):
     out = tmp_path_factory.mktemp("edvit") / "plan"
     devices = [Device("jetson", 1.0, speed=2.0), Device("pi", 1.0, speed=1.0, target="tflite")]
     return edgevit.split(vit, data, 3, devices=devices, budget=0.4, output=out, finetune_epochs=3,
-                         fusion_epochs=20, partition="confusion")
+                         fusion_epochs=20, joint_epochs=2, partition="confusion")
 
 
 # --- int8: a model trained on digits, exported in every (target, int8 mode) pair ---

@@ -208,6 +208,41 @@ def test_split_writes_a_verified_plan(plan, trained):
     assert not [p for p in plan.directory.parent.iterdir() if p.name.startswith(".edgevit-tmp")]
 
 
+def test_plan_predicts_its_latency_from_measured_sub_models(plan):
+    """Every artifact's latency is in plan.json; the report's prediction is the slowest device's
+    sub-models at its speed plus the fusion head; a link adds the input's and features' bytes."""
+    from edgevit.edvit.latency import predict_latency
+
+    report = json.loads((plan.directory / "report.json").read_text())
+    assert all(s.latency_ms > 0 for s in plan.submodels)
+    assert plan.model["latency_ms"] > 0 and plan.fusion["latency_ms"] > 0
+    assert plan.placement["work_unit"] == "ms"
+    speed = {d.name: d.speed for d in plan.devices}
+    per_device = {}
+    for s in plan.submodels:
+        device = plan.assignment[s.name]
+        per_device[device] = per_device.get(device, 0.0) + s.latency_ms / speed[device]
+    predicted = report["predicted_latency"]
+    assert predicted["split"]["total_ms"] == pytest.approx(max(per_device.values()) + plan.fusion["latency_ms"],
+                                                           abs=2e-3)
+    full_mb = plan.model["artifacts"]["onnx"]["size_bytes"] / 1e6
+    for device in plan.devices:  # the unsplit model alone, where it fits
+        expected = plan.model["latency_ms"] / device.speed if full_mb <= device.memory_mb else None
+        assert predicted["unsplit_on"][device.name] == (None if expected is None else pytest.approx(expected, abs=2e-3))
+    assert "Predicted per-request latency" in (plan.directory / "report.md").read_text()
+
+    linked = [Device(d.name, d.memory_mb, d.speed, d.target, link_mbps=8.0, link_delay_ms=1.0) for d in plan.devices]
+    with_links = predict_latency(plan, linked)
+    for device, parts in with_links.devices.items():
+        assert parts["send"] == pytest.approx(plan.input_bytes() / 1e3 + 1.0)  # 8 Mbit/s = 1 byte per us
+        assert plan.input_bytes() == np.prod(plan.input["shape"]) == plan.input_bytes(pixels=False) / 4
+        features = sum(s.feature_dim * 4 for s in plan.submodels if plan.assignment[s.name] == device)
+        assert parts["receive"] == pytest.approx(features / 1e3 + 1.0)
+    alone = predict_latency(plan, linked, assignment={"full": "jetson"})
+    assert alone.total_ms == pytest.approx(plan.input_bytes() / 1e3 + 2.0 + plan.model["latency_ms"] / 2.0
+                                           + len(plan.classes) * 4 / 1e3)
+
+
 def test_plan_artifacts_chain_into_class_logits(plan, trained):
     """Sub-model features, concatenated in plan order, are what the fusion artifact takes."""
     _, data = trained
@@ -270,10 +305,39 @@ def test_slab_deit_splits_and_its_sub_models_deploy_repbn(tmp_path):
 
     data = load_dataset("digits", 16)
     vit = tiny_vit("slab_deit_tiny")
-    plan = edgevit.split(vit, data, 2, budget=0.5, output=tmp_path / "plan", finetune_epochs=1, fusion_epochs=2)
+    plan = edgevit.split(vit, data, 2, budget=0.5, output=tmp_path / "plan", finetune_epochs=1, fusion_epochs=2,
+                         joint_epochs=1)
     assert len(plan.submodels) == 2 and all(s.params <= plan.budget["max_params"] for s in plan.submodels)
     assert all(m.iter.item() > 0 for m in vit.modules() if isinstance(m, PRepBN))  # the input model is untouched
     assert edgevit.load(plan.artifact_path("sub1")).run(data.x_test[:1]).shape == (1, plan.submodels[1].feature_dim)
+
+
+def test_joint_fine_tuning_trains_every_sub_model_and_the_fusion_head_together():
+    """After it, every sub-model's weights and the fusion head have moved, and the fused model
+    fits the teacher better than the separately trained parts did."""
+    import copy
+
+    from edgevit.edvit.compose import FusedModel, FusionHead, as_feature_extractor, finetune_fused
+
+    x, y = samples(64, seed=3)
+    teacher = tiny_vit("deit_tiny")
+    with torch.no_grad():
+        teacher_logits = teacher(torch.from_numpy(x)).numpy()
+    torch.manual_seed(1)
+    fused = FusedModel([as_feature_extractor(tiny_vit("deit_tiny")) for _ in range(2)], FusionHead(2 * 48, 10))
+    before = copy.deepcopy(fused)
+
+    def distance(model):  # cross-entropy from the teacher's softened probabilities (T = 2)
+        with torch.no_grad():
+            student = torch.log_softmax(model(torch.from_numpy(x)) / 2, dim=1)
+            return float(-(torch.softmax(torch.from_numpy(teacher_logits) / 2, dim=1) * student).sum(1).mean())
+
+    finetune_fused(fused, x, y, epochs=15, teacher_logits=teacher_logits, lr=3e-3, seed=0)
+    for new, old in zip(fused.submodels, before.submodels):
+        assert not torch.equal(new.blocks[0].mlp.fc1.weight, old.blocks[0].mlp.fc1.weight)
+    assert not torch.equal(fused.fusion.fc.weight, before.fusion.fc.weight)
+    assert not fused.training and not any(m.training for m in fused.modules())
+    assert distance(fused) < distance(before)
 
 
 def test_split_refuses_impossible_placement_before_training(trained, tmp_path):
@@ -304,10 +368,12 @@ def test_cli_train_then_split(tmp_path):
     (tmp_path / "devices.yaml").write_text("devices:\n  - name: pi\n    memory_mb: 20\n  - name: nano\n    memory_mb: 20\n    speed: 2\n")
     result = run_cli("--json", "split", "--model", "deit_tiny", "--weights", str(weights), "--data", "digits",
                      "--num-submodels", "2", "--devices", "devices.yaml", "--output", "plan",
-                     "--finetune-epochs", "1", "--fusion-epochs", "2", "--budget", "0.1", cwd=tmp_path)
+                     "--finetune-epochs", "1", "--fusion-epochs", "2", "--joint-epochs", "1", "--budget", "0.1",
+                     cwd=tmp_path)
     assert result.code == 0, result.stderr
     report = json.loads(result.stdout)["report"]
     assert report["num_submodels"] == 2 and report["total"]["min_params_reduction"] >= 10
+    assert report["accuracy"]["joint_epochs"] == 1 and 0 <= report["accuracy"]["fused_before_joint"] <= 1
     assert set(report["placement"]["assignment"].values()) == {"pi", "nano"}
     assert load_plan(tmp_path / "plan").model["name"] == "deit_tiny"
 

@@ -101,6 +101,8 @@ class Progress:
 
     ``lines=True`` (long jobs such as training) also prints each step as a plain line on
     stderr when there is no spinner (not a terminal, or --json), unless --quiet.
+    :meth:`step` (called by the training loops after every batch) draws a bar on the
+    spinner's line; without a spinner it prints nothing.
     """
 
     def __init__(self, lines: bool = False) -> None:
@@ -121,9 +123,20 @@ class Progress:
             sys.stderr.write(f"- {message}\n")
             sys.stderr.flush()
 
+    def step(self, label: str, done: int, total: int) -> None:
+        """``done`` of ``total`` steps of ``label``: a bar on a terminal, nothing elsewhere."""
+        if self._status is not None:
+            self._status.update(f"{label} {progress_bar(done, total)} {done}/{total}")
+
     def __exit__(self, *exc) -> None:
         if self._status is not None:
             self._status.__exit__(*exc)
+
+
+def progress_bar(done: int, total: int, width: int = 24) -> str:
+    """``[#######.........]``: the part of ``total`` that is ``done``."""
+    filled = 0 if total <= 0 else min(width, max(0, int(width * done / total)))
+    return "[" + "#" * filled + "." * (width - filled) + "]"
 
 
 def _print_version(asked: bool) -> None:

@@ -7,8 +7,8 @@ with :mod:`.compose` (fine-tuning, fusion head), :mod:`.assign` (placement on de
 The torch-free parts (plan, devices, assignment) import without torch.
 """
 
-from .assign import Device, Placement, PlacementError, SubModelCost, assign
-from .devices import parse_devices, read_devices
+from .assign import Placement, PlacementError, SubModelCost, assign
+from .devices import Device, parse_devices, read_devices
 from .plan import PlanError, SplitPlan, load_plan
 
 __all__ = ["Device", "Placement", "PlacementError", "SubModelCost", "assign", "parse_devices", "read_devices",

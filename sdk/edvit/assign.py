@@ -1,10 +1,12 @@
 """ED-ViT step 3: place sub-models on devices.
 
-Each sub-model needs ``memory_mb`` and costs ``work`` (e.g. GFLOPs per image); each device
-has a memory limit and a relative speed. A device's load is the sum of its sub-models'
-work divided by its speed; the placement minimises the slowest device's load (the
-latency of one fused prediction when sub-models run in parallel) without exceeding any
-device's memory.
+Each sub-model needs ``memory_mb``, costs ``work`` (its latency in ms on the machine that
+split, or any unit the same for all) and sends back ``output_bytes``; each device has a
+memory limit, a relative speed, a CPU share and a link. A device's load is the time of
+one request on it as :func:`~edgevit.edvit.latency.device_time` predicts it: the input
+over its link (when it holds any sub-model), its sub-models' work at its rate, their
+outputs back. The placement minimises the slowest device's load (the latency of one
+fused prediction when devices run in parallel) without exceeding any device's memory.
 
 The search is exact (depth-first branch and bound, largest sub-models first, identical
 devices tried once) up to a node budget, after which the best placement found so far is
@@ -18,6 +20,8 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from ..errors import InputError
+from .devices import Device
+from .latency import device_time
 
 
 class PlacementError(InputError):
@@ -25,33 +29,14 @@ class PlacementError(InputError):
 
 
 @dataclass(frozen=True)
-class Device:
-    """An edge device: a name, the memory its sub-models may use (MB = 1e6 bytes), a
-    relative speed, and the artifact format it runs (``"onnx"`` or ``"tflite"``)."""
-
-    name: str
-    memory_mb: float
-    speed: float = 1.0
-    target: str = "onnx"
-
-    def __post_init__(self) -> None:
-        if not self.name:
-            raise InputError("a device needs a name")
-        if not self.memory_mb > 0:
-            raise InputError(f"device {self.name}: memory_mb must be positive, got {self.memory_mb}")
-        if not self.speed > 0:
-            raise InputError(f"device {self.name}: speed must be positive, got {self.speed}")
-        if self.target not in ("onnx", "tflite"):
-            raise InputError(f"device {self.name}: target must be onnx or tflite, got {self.target!r}")
-
-
-@dataclass(frozen=True)
 class SubModelCost:
-    """What one sub-model needs: memory (MB) and work (any unit, the same for all)."""
+    """What one sub-model needs: memory (MB), work (ms here, or any unit the same for all)
+    and the bytes of its output."""
 
     name: str
     memory_mb: float
     work: float
+    output_bytes: float = 0.0
 
 
 @dataclass
@@ -80,24 +65,60 @@ def _check_fits_somewhere(submodels: Sequence[SubModelCost], devices: Sequence[D
                              f"({', '.join(d.name for d in devices)}) offer {have:.2f} MB: {need - have:.2f} MB short")
 
 
-def _greedy(order: list[SubModelCost], devices: Sequence[Device]) -> Optional[list[int]]:
+class _Loads:
+    """Each device's sub-models so far and its predicted load."""
+
+    def __init__(self, devices: Sequence[Device], input_bytes: float) -> None:
+        self.devices, self.input_bytes = devices, input_bytes
+        self.work: list[list[float]] = [[] for _ in devices]
+        self.outputs: list[list[float]] = [[] for _ in devices]
+        self.free = [d.memory_mb for d in devices]
+        self.load = [0.0] * len(devices)
+
+    def with_sub(self, i: int, sub: SubModelCost) -> float:
+        """Device ``i``'s load if ``sub`` joined it."""
+        return device_time(self.devices[i], [*self.work[i], sub.work], [*self.outputs[i], sub.output_bytes],
+                           self.input_bytes)
+
+    def add(self, i: int, sub: SubModelCost) -> None:
+        self.load[i] = self.with_sub(i, sub)
+        self.work[i].append(sub.work)
+        self.outputs[i].append(sub.output_bytes)
+        self.free[i] -= sub.memory_mb
+
+    def remove(self, i: int, sub: SubModelCost) -> None:
+        self.work[i].pop()
+        self.outputs[i].pop()
+        self.free[i] += sub.memory_mb
+        self.load[i] = device_time(self.devices[i], self.work[i], self.outputs[i], self.input_bytes)
+
+
+def _greedy(order: list[SubModelCost], devices: Sequence[Device], input_bytes: float) -> Optional[list[int]]:
     """Longest work first, onto the device (with room) whose load after it is smallest."""
-    loads = [0.0] * len(devices)
-    free = [d.memory_mb for d in devices]
+    state = _Loads(devices, input_bytes)
     chosen = []
     for sub in order:
-        fits = [i for i, d in enumerate(devices) if free[i] >= sub.memory_mb]
+        fits = [i for i in range(len(devices)) if state.free[i] >= sub.memory_mb]
         if not fits:
             return None
-        best = min(fits, key=lambda i: (loads[i] + sub.work / devices[i].speed, -free[i]))
-        loads[best] += sub.work / devices[best].speed
-        free[best] -= sub.memory_mb
+        best = min(fits, key=lambda i: (state.with_sub(i, sub), -state.free[i]))
+        state.add(best, sub)
         chosen.append(best)
     return chosen
 
 
-def assign(submodels: Sequence[SubModelCost], devices: Sequence[Device], *, node_budget: int = 200_000) -> Placement:
-    """The placement of ``submodels`` on ``devices`` that minimises the slowest device's load."""
+def _replay(order: Sequence[SubModelCost], devices: Sequence[Device], choice: Sequence[int],
+            input_bytes: float) -> _Loads:
+    state = _Loads(devices, input_bytes)
+    for sub, i in zip(order, choice):
+        state.add(i, sub)
+    return state
+
+
+def assign(submodels: Sequence[SubModelCost], devices: Sequence[Device], *, input_bytes: float = 0.0,
+           node_budget: int = 200_000) -> Placement:
+    """The placement of ``submodels`` on ``devices`` that minimises the slowest device's load;
+    ``input_bytes``: what a request sends to each device that holds a sub-model."""
     if not submodels:
         raise InputError("there are no sub-models to place")
     if not devices:
@@ -107,13 +128,12 @@ def assign(submodels: Sequence[SubModelCost], devices: Sequence[Device], *, node
         raise InputError(f"device names must be unique, got {names}")
     _check_fits_somewhere(submodels, devices)
     order = sorted(submodels, key=lambda s: (-s.work, -s.memory_mb, s.name))
-    greedy = _greedy(order, devices)
+    greedy = _greedy(order, devices, input_bytes)
     best_choice = greedy
     best = float("inf")
     if greedy is not None:
-        best = max(_loads(order, devices, greedy))
-    loads = [0.0] * len(devices)
-    free = [d.memory_mb for d in devices]
+        best = max(_replay(order, devices, greedy, input_bytes).load)
+    state = _Loads(devices, input_bytes)
     chosen: list[int] = []
     nodes = 0
     exhausted = True
@@ -125,26 +145,25 @@ def assign(submodels: Sequence[SubModelCost], devices: Sequence[Device], *, node
             return
         nodes += 1
         if k == len(order):
-            span = max(loads)
+            span = max(state.load)
             if span < best - 1e-12:
                 best, best_choice = span, list(chosen)
             return
         sub = order[k]
-        tried: set[tuple[float, float, float, float]] = set()
+        tried: set[tuple] = set()
         for i, device in enumerate(devices):
-            key = (device.memory_mb, device.speed, loads[i], free[i])  # identical states: try once
-            if key in tried or free[i] < sub.memory_mb:
+            key = (device.memory_mb, device.speed, device.cpus, device.link_mbps, device.link_delay_ms,
+                   tuple(state.work[i]), state.free[i])  # identical states: try once
+            if key in tried or state.free[i] < sub.memory_mb:
                 continue
             tried.add(key)
-            new_load = loads[i] + sub.work / device.speed
-            if new_load >= best - 1e-12:
+            if state.with_sub(i, sub) >= best - 1e-12:
                 continue
-            saved = loads[i], free[i]
-            loads[i], free[i] = new_load, free[i] - sub.memory_mb
+            state.add(i, sub)
             chosen.append(i)
             search(k + 1)
             chosen.pop()
-            loads[i], free[i] = saved
+            state.remove(i, sub)
 
     search(0)
     if best_choice is None:
@@ -155,21 +174,11 @@ def assign(submodels: Sequence[SubModelCost], devices: Sequence[Device], *, node
             f"({biggest.memory_mb:.2f} MB) finds no room once the others are placed; add memory to a device "
             f"such as {roomiest.name} ({roomiest.memory_mb:.2f} MB) or use more sub-models"
         )
-    final_loads = _loads(order, devices, best_choice)
-    used = [0.0] * len(devices)
-    for sub, i in zip(order, best_choice):
-        used[i] += sub.memory_mb
+    final = _replay(order, devices, best_choice, input_bytes)
     return Placement(
         assignment={sub.name: devices[i].name for sub, i in zip(order, best_choice)},
-        loads={d.name: final_loads[i] for i, d in enumerate(devices)},
-        memory_used_mb={d.name: used[i] for i, d in enumerate(devices)},
-        makespan=max(final_loads),
+        loads={d.name: final.load[i] for i, d in enumerate(devices)},
+        memory_used_mb={d.name: d.memory_mb - final.free[i] for i, d in enumerate(devices)},
+        makespan=max(final.load),
         optimal=exhausted,
     )
-
-
-def _loads(order: Sequence[SubModelCost], devices: Sequence[Device], choice: Sequence[int]) -> list[float]:
-    loads = [0.0] * len(devices)
-    for sub, i in zip(order, choice):
-        loads[i] += sub.work / devices[i].speed
-    return loads

@@ -120,3 +120,17 @@ def train_fusion(submodels: Sequence[nn.Module], x: np.ndarray, y: np.ndarray, n
         head = FusionHead(features.shape[1], num_classes)
     return fit(head, features, y, epochs=epochs, lr=3e-3, weight_decay=1e-3,
                label_smoothing=0.0, seed=seed, progress=progress, label="fusion head")
+
+
+def finetune_fused(fused: FusedModel, x, y: np.ndarray, *, epochs: int, teacher_logits: np.ndarray | None = None,
+                   temperature: float = 2.0, lr: float = 3e-4, seed: int = 0, progress: Progress | None = None,
+                   label: str = "joint fine-tuning") -> FusedModel:
+    """Fine-tune every sub-model and the fusion head together, end to end, on all classes,
+    distilling from the full model's ``teacher_logits`` when given: the sub-models learn the
+    features the fusion needs instead of each its own (group | other) question."""
+    soft = None if teacher_logits is None else softmax(np.asarray(teacher_logits) / temperature)
+    fit(fused, x, y, epochs=epochs, lr=lr, soft_targets=soft, temperature=temperature, seed=seed,
+        progress=progress, label=label)
+    for sub in fused.submodels:
+        sub.eval()
+    return fused.eval()

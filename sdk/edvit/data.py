@@ -7,7 +7,11 @@ can preprocess new inputs the same way), integer labels and class names.
 - ``"digits"``: the 8x8 digits shipped with scikit-learn (1797 images, 10 classes),
   upsampled bilinearly and repeated over 3 channels; a stratified 75/25 split.
 - a directory: one sub-folder per class (images PIL can read), or ``train/`` and
-  ``test/`` folders that each hold one sub-folder per class.
+  ``test/`` folders that each hold one sub-folder per class. Its images are not read
+  into memory: ``x_train`` and ``x_test`` are :class:`~edgevit.edvit.images.ImageFiles`,
+  which decode, resize and normalize the files a batch at a time when indexed. The mean
+  and std come from the training images, all of them up to ``STATS_SAMPLE``, else a
+  seeded sample of that many (every file's header is checked before that).
 - an ``.npz``: ``x_train``, ``y_train`` and optionally ``x_test``, ``y_test`` (else ``x``
   and ``y``), optionally ``classes``; images (N, H, W), (N, H, W, C) or (N, C, H, W),
   uint8 (0-255) or float (0-1).
@@ -15,25 +19,28 @@ can preprocess new inputs the same way), integer labels and class names.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from ..errors import InputError, first_line
 from ..optional import require
+from .images import ImageFiles, channel_stats, decoders, read_rgb_uint8
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+STATS_SAMPLE = 2048  # a folder's mean and std come from at most this many training images
 
 
 @dataclass
 class Dataset:
-    """Normalized train/test images (N, 3, H, W) float32, labels int64, class names."""
+    """Normalized train/test images (N, 3, H, W) float32, labels int64, class names. The
+    images are numpy arrays, or :class:`ImageFiles` (read on access) for a folder."""
 
-    x_train: np.ndarray
+    x_train: np.ndarray | ImageFiles
     y_train: np.ndarray
-    x_test: np.ndarray
+    x_test: np.ndarray | ImageFiles
     y_test: np.ndarray
     classes: list[str]
     mean: tuple[float, ...]
@@ -62,8 +69,8 @@ def load_dataset(source: str | Path, image_size: int, *, test_fraction: float = 
     else:
         path = Path(source)
         if path.is_dir():
-            train_x, train_y, test_x, test_y, classes = _folder(path, image_size, test_fraction, seed)
-        elif path.suffix == ".npz" and path.is_file():
+            return _folder(path, image_size, test_fraction, seed)
+        if path.suffix == ".npz" and path.is_file():
             train_x, train_y, test_x, test_y, classes = _npz(path, test_fraction, seed)
         else:
             raise InputError(f"data {source!s} is neither 'digits', a directory of class folders nor an .npz file")
@@ -95,7 +102,7 @@ def _stratified_split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: 
         members = rng.permutation(np.flatnonzero(y == label))
         if len(members) < 2:
             raise InputError(f"class {label} has {len(members)} sample: each class needs at least 2 to split")
-        test[members[: max(1, int(round(len(members) * test_fraction)))]] = True
+        test[members[: max(1, round(len(members) * test_fraction))]] = True
     return x[~test], y[~test], x[test], y[test]
 
 
@@ -121,7 +128,7 @@ def _npz(path: Path, test_fraction: float, seed: int):
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {k: archive[k] for k in archive.files}
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 (np.load raises many kinds on a damaged archive)
         raise InputError(f"cannot read {path}: {first_line(exc)}") from None
     if "x_train" in arrays and "y_train" in arrays:
         train_x, train_y = _to_nchw(arrays["x_train"], f"{path}:x_train"), arrays["y_train"]
@@ -150,15 +157,29 @@ def _labels(y: np.ndarray, path: Path) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def _folder(path: Path, image_size: int, test_fraction: float, seed: int):
+def _folder(path: Path, image_size: int, test_fraction: float, seed: int) -> Dataset:
+    """A folder's images as :class:`ImageFiles`, normalized with the training images' stats."""
     if (path / "train").is_dir() and (path / "test").is_dir():
         classes = _class_dirs(path / "train")
-        train_x, train_y = _read_images(path / "train", classes, image_size)
-        test_x, test_y = _read_images(path / "test", classes, image_size)
-        return train_x, train_y, test_x, test_y, classes
-    classes = _class_dirs(path)
-    x, y = _read_images(path, classes, image_size)
-    return (*_stratified_split(x, y, test_fraction, seed), classes)
+        train_files, train_y = _list_images(path / "train", classes)
+        test_files, test_y = _list_images(path / "test", classes)
+    else:
+        classes = _class_dirs(path)
+        files, labels = _list_images(path, classes)
+        train_files, train_y, test_files, test_y = _stratified_split(files, labels, test_fraction, seed)
+    _check_headers(np.concatenate([train_files, test_files]))
+    _check(train_files, train_y, classes, "training")
+    _check(test_files, test_y, classes, "test")
+    train_x = ImageFiles(train_files, image_size)
+    sample = train_x
+    if len(train_x) > STATS_SAMPLE:
+        chosen = np.zeros(len(train_x), dtype=bool)
+        chosen[np.random.default_rng(seed).choice(len(train_x), STATS_SAMPLE, replace=False)] = True
+        sample = train_x[chosen]
+    mean, std = channel_stats(sample)
+    mean, std = mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
+    return Dataset(train_x.normalized(mean, std), train_y, ImageFiles(test_files, image_size, mean, std), test_y,
+                   list(classes), tuple(float(v) for v in mean), tuple(float(v) for v in std), str(path), seed)
 
 
 def _class_dirs(path: Path) -> list[str]:
@@ -170,27 +191,36 @@ def _class_dirs(path: Path) -> list[str]:
 
 def read_rgb(file: Path, height: int, width: int) -> np.ndarray:
     """An image file as float32 RGB (3, height, width) in [0, 1], resized bilinearly."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(file) as image:
-            rgb = image.convert("RGB").resize((width, height), Image.BILINEAR)
-    except (OSError, UnidentifiedImageError) as exc:
-        raise InputError(f"cannot read image {file}: {exc}") from None
-    return np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1) / 255.0
+    return read_rgb_uint8(file, height, width).transpose(2, 0, 1).astype(np.float32) / np.float32(255.0)
 
 
-def _read_images(path: Path, classes: Sequence[str], image_size: int) -> tuple[np.ndarray, np.ndarray]:
-    images, labels = [], []
+def _list_images(path: Path, classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Every image file of every class folder (sorted), and its label."""
+    files, labels = [], []
     for label, name in enumerate(classes):
         folder = path / name
-        files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
-        if not files:
+        found = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+        if not found:
             raise InputError(f"class folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-        for file in files:
-            images.append(read_rgb(file, image_size, image_size))
-            labels.append(label)
-    return np.stack(images), np.asarray(labels, dtype=np.int64)
+        files += [str(f) for f in found]
+        labels += [label] * len(found)
+    return np.asarray(files, dtype=object), np.asarray(labels, dtype=np.int64)
+
+
+def _check_headers(files: np.ndarray) -> None:
+    """Every file opens as an image (its header only: quick), or an error naming the first that does not."""
+    image_module = require("PIL.Image", "to read image files")
+
+    def opens(file: str) -> str | None:
+        try:
+            with image_module.open(file):
+                return None
+        except (OSError, image_module.UnidentifiedImageError, ValueError) as exc:
+            return f"cannot read image {file}: {exc}"
+
+    for problem in decoders().map(opens, files):
+        if problem:
+            raise InputError(problem)
 
 
 def _resize(x: np.ndarray, size: int) -> np.ndarray:
@@ -210,7 +240,7 @@ def _check(x: np.ndarray, y: np.ndarray, classes: Sequence[str], part: str) -> N
         raise InputError(f"the {part} set has {len(x)} images but {len(y)} labels")
     if len(x) == 0:
         raise InputError(f"the {part} set is empty")
-    if not np.isfinite(x).all():
+    if isinstance(x, np.ndarray) and x.dtype.kind == "f" and not np.isfinite(x).all():
         raise InputError(f"the {part} images contain NaN or infinite values")
     if y.min() < 0 or y.max() >= len(classes):
         raise InputError(f"the {part} labels must lie in 0..{len(classes) - 1}, got {y.min()}..{y.max()}")

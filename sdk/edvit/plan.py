@@ -15,10 +15,10 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from ..errors import InputError
-from .assign import Device
+from .devices import Device
 
 PLAN_SCHEMA = "edgevit.split-plan"
 PLAN_VERSION = 1
@@ -41,7 +41,8 @@ class Artifact:
 
 @dataclass
 class SubModelEntry:
-    """A sub-model: its classes, feature width, size, work and artifacts."""
+    """A sub-model: its classes, feature width, size, work, artifacts and measured latency
+    (ms, batch 1, ONNX Runtime on 1 thread of the machine that split; None in older plans)."""
 
     name: str
     classes: list[int]
@@ -49,6 +50,7 @@ class SubModelEntry:
     params: int
     gflops: float
     artifacts: dict[str, Artifact]
+    latency_ms: Optional[float] = None
 
 
 @dataclass
@@ -80,6 +82,12 @@ class SplitPlan:
         if target not in artifacts:
             raise PlanError(f"{name} has no {target} artifact in the plan (it has {', '.join(artifacts)})")
         return self.directory / artifacts[target].path
+
+    def input_bytes(self, batch: int = 1, pixels: bool = True) -> int:
+        """Bytes a request of ``batch`` images sends to each device: 8-bit pixels (how inputs
+        made from images travel, see :mod:`.wire`), or float32 values with ``pixels=False``."""
+        channels, height, width = self.input["shape"][1:]
+        return batch * channels * height * width * (1 if pixels else 4)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -218,6 +226,8 @@ def load_plan(directory: str | Path, *, verify_checksums: bool = True) -> SplitP
             feature_dim=int(r.number(raw, "feature_dim", at, positive=True)),
             params=int(r.number(raw, "params", at, positive=True)), gflops=float(r.number(raw, "gflops", at)),
             artifacts=r.artifacts(raw, at, directory, verify_checksums),
+            latency_ms=float(r.number(raw, "latency_ms", at, positive=True)) if raw.get("latency_ms") is not None
+            else None,
         )
         submodels.append(entry)
     if not submodels:
@@ -244,8 +254,10 @@ def load_plan(directory: str | Path, *, verify_checksums: bool = True) -> SplitP
         at = f"devices[{i}]"
         fields = (r.get(raw, "name", str, at), float(r.number(raw, "memory_mb", at)),
                   float(r.number(raw, "speed", at)), r.get(raw, "target", str, at))
+        optional = {key: float(r.number(raw, key, at)) for key in ("cpus", "link_mbps", "link_delay_ms")
+                    if isinstance(raw, dict) and raw.get(key) is not None}  # absent in plans before 0.3
         try:
-            devices.append(Device(*fields))
+            devices.append(Device(*fields, **optional))
         except InputError as exc:
             raise r.fail(at, str(exc)) from None
     device_names = {d.name for d in devices}

@@ -27,32 +27,58 @@ import numpy as np
 
 from ..errors import ClusterError, EdgeVitError, WorkerError, first_line
 from ..optional import require
+from .fleet.cgroups import own_memory
 from .plan import SplitPlan
 from .scatter import Deadline, Gathered, gather
+from .wire import pack, unpack
 from .worker import Batch, SubModelWorker, WorkerSpec, named_error
 
 DEVICE_SHARE = 0.001  # of a device's resource per sub-model: any number of sub-models fit
-INLINE_BYTES = 64 * 1024  # batches up to this size are sent inside each task
+INLINE_BYTES = 8 * 1024 * 1024  # packed batches up to this size are sent inside each task (Ray's limit: 10 MB)
+
+
+class NotLoaded(Exception):
+    """A worker (restarted by Ray) was asked to run without the reference to its artifact."""
 
 
 class RayWorker(SubModelWorker):
     """A :class:`SubModelWorker` whose artifact bytes stay in Ray's object store. Its
     constructor takes no object references (Ray cannot promise those to a restarted
-    actor); instead every call carries a reference to the bytes, held by the backend for
-    the actor's life, and a worker with nothing loaded (new, or restarted by Ray) fetches
-    and checks them on its node before it runs."""
+    actor); instead the backend holds a reference to the bytes for the actor's life and
+    gives it to ``start``, and again to a run that a worker with nothing loaded (restarted
+    by Ray) refused with :class:`NotLoaded`: the worker then fetches and checks them on its
+    node before it runs. Runs carry no reference otherwise (Ray tracks every reference an
+    argument holds, which costs each task)."""
 
     def start(self, blob: list[Any] | None = None) -> dict[str, Any]:
-        if not self.spec.blob and blob:
-            import ray
+        import ray
 
+        if ray.get_runtime_context().was_current_actor_reconstructed:
+            self._check_memory()
+        if not self.spec.blob and blob:
             self.spec = dataclasses.replace(self.spec, blob=ray.get(blob[0]))
         return super().start()
 
+    def _check_memory(self) -> None:
+        """A restarted worker on a device with a memory limit whose kernel has killed a process
+        for memory: its predecessor most likely died of it (Ray's workers are the first the
+        kernel picks); loading again would only die again, so it fails with what happened."""
+        memory = own_memory()
+        if memory and memory["oom_kills"]:
+            raise WorkerError(f"sub-model {self.spec.name} does not fit the memory of device {self.spec.device!r}: "
+                              f"its worker was killed by the out-of-memory killer (the device's memory limit is "
+                              f"{memory['limit'] / 1e6:.0f} MB; {memory['oom_kills']} kill(s) there so far)")
+
     def run(self, batch: np.ndarray, blob: list[Any] | None = None) -> Batch:  # type: ignore[override]
         if self.runtime is None:
+            if not blob:
+                raise NotLoaded(self.spec.name)
             self.start(blob)
         return super().run(batch)
+
+    def run_packed(self, header: dict[str, Any], blob: list[Any] | None, *chunks: bytes) -> Batch:
+        """:meth:`run` on a batch sent inside the task (see :mod:`.wire`); unpacking counts as scatter."""
+        return self.run(unpack(header, chunks), blob)
 
 
 def _ray() -> Any:
@@ -79,6 +105,7 @@ class RayBackend:
         self.ray = ray = _ray()
         self.names = [s.name for s in plan.submodels]
         self.devices = [plan.assignment[n] for n in self.names]
+        self.norm = (plan.input.get("mean"), plan.input.get("std"))
         self.restarts = restarts
         self.actors: list[Any] = []
         self.blobs: list[Any] = []  # each actor's artifact bytes, kept for its restarts
@@ -91,7 +118,8 @@ class RayBackend:
                 spec = WorkerSpec.from_plan(plan, name, threads)
                 self.blobs.append(ray.put(spec.blob))
                 options = dict(resources={device: DEVICE_SHARE}, num_cpus=0, max_concurrency=1,
-                               max_restarts=restarts, max_task_retries=restarts)
+                               max_restarts=restarts, max_task_retries=restarts,
+                               enable_task_events=False)  # no per-task records for Ray's dashboard
                 self.actors.append(worker.options(**options).remote(dataclasses.replace(spec, blob=b""), load))
             self.placement = self._start(startup_timeout_s)
         except BaseException:
@@ -154,11 +182,20 @@ class RayBackend:
         """Every sub-model's features for ``batch``, computed on its device, within the deadline."""
         ray = self.ray
         sent = time.time()
-        # small batches travel inside the task (Ray inlines them); a big one goes to the object store once
-        shared = batch if batch.nbytes <= INLINE_BYTES else ray.put(batch)
-        refs = [actor.run.remote(shared, [blob]) for actor, blob in zip(self.actors, self.blobs)]
+        # a batch travels inside each task, as pixels when exact (see .wire); a big one goes to the object store once
+        header, chunks = pack(batch, *self.norm)
+        if sum(len(c) for c in chunks) <= INLINE_BYTES:
+            def call(i: int, blob: list[Any] | None) -> Any:
+                return self.actors[i].run_packed.remote(header, blob, *chunks)
+        else:
+            shared = ray.put(batch)
+
+            def call(i: int, blob: list[Any] | None) -> Any:
+                return self.actors[i].run.remote(shared, blob)
+        refs = [call(i, None) for i in range(len(self.actors))]
         index = {ref: i for i, ref in enumerate(refs)}
         pending = list(refs)
+        resent: set[int] = set()
 
         def next_done(timeout: float):
             nonlocal pending
@@ -169,6 +206,12 @@ class RayBackend:
             try:
                 return i, ray.get(ready[0])
             except Exception as exc:
+                if i not in resent and isinstance(getattr(exc, "cause", None), NotLoaded):
+                    resent.add(i)  # restarted by Ray: send the run again, with its artifact's reference
+                    refs[i] = call(i, [self.blobs[i]])
+                    index[refs[i]] = i
+                    pending.append(refs[i])
+                    return None
                 return i, self._error(i, exc)
 
         def abandon(late: Sequence[int]) -> None:

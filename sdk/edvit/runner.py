@@ -96,7 +96,9 @@ class PlanSession:
             raise InputError(f"max_batch must be at least 1, got {max_batch}")
         self.max_batch = max_batch
         self._shape = tuple(self.plan.input["shape"][1:])
-        self.fusion = (load or load_artifact)(self.plan.artifact_path("fusion"), threads=threads)
+        # a plan whose fusion is the identity (the unsplit model as a plan of one) has no head to run
+        self.fusion = None if self.plan.fusion.get("identity") else \
+            (load or load_artifact)(self.plan.artifact_path("fusion"), threads=threads)
         if backend == "ray":
             self.backend: Any = RayBackend(self.plan, address=address, load=load, threads=threads,
                                            startup_timeout_s=startup_timeout_s)
@@ -203,7 +205,8 @@ class PlanSession:
 
     def _fuse(self, features: list[np.ndarray]) -> np.ndarray:
         """The fusion head on the concatenated features."""
-        return run_batch(self.fusion, np.concatenate(features, axis=1).astype(np.float32))
+        joined = np.concatenate(features, axis=1).astype(np.float32)
+        return joined if self.fusion is None else run_batch(self.fusion, joined)
 
     def _result(self, logits: np.ndarray, timings: dict[str, float], batch: int,
                 workers: list[dict[str, Any]]) -> RunResult:

@@ -17,14 +17,16 @@ import numpy as np
 
 from .._version import __version__
 from ..errors import InputError, OutputPathError, ParityError
+from ..inspect.bench import measure
 from ..paths import ensure_writable_dir, publish, staged_path
 from ..pipeline.flow import export_model
-from .assign import Device, SubModelCost, assign
+from .assign import SubModelCost, assign
 from .checkpoint import load_checkpoint
-from .compose import FusedModel, feature_dim, finetune_submodel, train_fusion
+from .compose import FusedModel, feature_dim, finetune_fused, finetune_submodel, train_fusion
 from .cost import BYTES_PER_PARAM, gflops, parse_budget
 from .data import Dataset, load_dataset
-from .devices import local_device, read_devices
+from .devices import Device, local_device, read_devices
+from .latency import FLOAT_BYTES
 from .partition import METHODS, confusion_affinity, embedding_affinity, group_sizes, partition_classes
 from .plan import SplitPlan, SubModelEntry, artifact_record, load_plan
 from .prune import backbone_parameters, check_supported, measure_importance, parameter_count, prune_to_budget
@@ -75,19 +77,32 @@ def _export(module, path: Path, target: str, data: Dataset, output_name="feature
     return result
 
 
+def measure_latencies(directory: Path, names: Sequence[str], runs: int) -> dict[str, float]:
+    """Median batch-1 latency (ms, ONNX Runtime, 1 thread) of ``<name>.onnx`` in ``directory``,
+    the artifacts timed in interleaved rounds so that a noisy machine slows them alike."""
+    rounds = 3
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(rounds):
+        for name in names:
+            times[name].append(measure(str(directory / f"{name}.onnx"), "auto", 1,
+                                       max(1, runs // rounds), 2, integrity_check=False)["median_ms"])
+    return {name: float(np.median(values)) for name, values in times.items()}
+
+
 def split(model: Any, data: str | Path | Dataset, num_submodels: int,
           devices: Sequence[Device] | str | Path | None = None,
           budget: float | int | str | None = None, output: str | Path = "edvit_plan", *,
           weights: str | Path | None = None, partition: str = "balanced", finetune_epochs: int = 20,
-          fusion_epochs: int = 40, overwrite: bool = False, latency_runs: int = 30, seed: int = 0,
-          progress: Progress | None = None) -> SplitPlan:
+          fusion_epochs: int = 40, joint_epochs: int = 10, overwrite: bool = False, latency_runs: int = 30,
+          seed: int = 0, progress: Progress | None = None) -> SplitPlan:
     """Split a trained ViT into ``num_submodels`` class-wise sub-models; returns the plan.
 
     ``model``: a trained ViT module, or a registered name with ``weights`` (an edgevit
     training checkpoint). ``data``: "digits", a class-folder directory, an .npz, or a
     :class:`Dataset`. ``devices``: where the sub-models may go (default: one local
     device; a devices.yaml path is read). ``budget``: the most parameters a sub-model keeps (see
-    :func:`~edgevit.edvit.cost.parse_budget`; default 1/K of the full model).
+    :func:`~edgevit.edvit.cost.parse_budget`; default 1/K of the full model). After each
+    sub-model's fine-tuning and the fusion head, ``joint_epochs`` fine-tune them all together.
     """
     say = progress or (lambda message: None)
     started = time.perf_counter()
@@ -115,8 +130,8 @@ def split(model: Any, data: str | Path | Dataset, num_submodels: int,
     group_sizes(dataset.num_classes, k)  # validates K before any long work
     if partition not in METHODS:
         raise InputError(f"unknown partition {partition!r}: choose {', '.join(METHODS)}")
-    if finetune_epochs < 1 or fusion_epochs < 1:
-        raise InputError("fine-tuning and fusion need at least one epoch each")
+    if finetune_epochs < 1 or fusion_epochs < 1 or joint_epochs < 0:
+        raise InputError("fine-tuning and fusion need at least one epoch each (joint fine-tuning 0 or more)")
     assign(estimate, devices)  # fails now, not after training, if budget-sized sub-models cannot fit
 
     full_accuracy = accuracy(predict(vit, dataset.x_test), dataset.y_test)
@@ -144,6 +159,12 @@ def split(model: Any, data: str | Path | Dataset, num_submodels: int,
     fusion = train_fusion(submodels, dataset.x_train, dataset.y_train, dataset.num_classes,
                           epochs=fusion_epochs, seed=seed, progress=say)
     fused_accuracy = accuracy(predict(FusedModel(submodels, fusion), dataset.x_test), dataset.y_test)
+    separate_accuracy = fused_accuracy  # before the joint fine-tuning: the report's ablation
+    if joint_epochs:
+        say(f"fused split before joint fine-tuning: test accuracy {fused_accuracy:.4f}")
+        finetune_fused(FusedModel(submodels, fusion), dataset.x_train, dataset.y_train, epochs=joint_epochs,
+                       teacher_logits=teacher, seed=seed, progress=say)
+        fused_accuracy = accuracy(predict(FusedModel(submodels, fusion), dataset.x_test), dataset.y_test)
     say(f"fused split: test accuracy {fused_accuracy:.4f} (full model {full_accuracy:.4f})")
 
     input_shape = (1, *vit.input_size)
@@ -157,13 +178,17 @@ def split(model: Any, data: str | Path | Dataset, num_submodels: int,
             say(f"{name}: exporting to onnx and verifying")
             _export(sub, staging / f"{name}.onnx", "onnx", dataset)
             record = artifact_record(staging, staging / f"{name}.onnx")
-            work = gflops(sub, input_shape)
-            entries.append(SubModelEntry(name, list(group), feature_dim(sub), parameter_count(sub), round(work, 6),
-                                         {"onnx": record}))
-            costs.append(SubModelCost(name, record.size_bytes / 1e6, work))
+            entries.append(SubModelEntry(name, list(group), feature_dim(sub), parameter_count(sub),
+                                         round(gflops(sub, input_shape), 6), {"onnx": record}))
         say("fusion head: exporting to onnx and verifying")
         _export(fusion, staging / "fusion.onnx", "onnx", dataset, output_name="logits")
-        placement = assign(costs, devices)
+        say("measuring each artifact's latency (ONNX Runtime, 1 thread, batch 1): the placement minimises it")
+        latency = measure_latencies(staging, ["full", *(e.name for e in entries), "fusion"], latency_runs)
+        for entry in entries:
+            entry.latency_ms = latency[entry.name]
+            costs.append(SubModelCost(entry.name, entry.artifacts["onnx"].size_bytes / 1e6, entry.latency_ms,
+                                      entry.feature_dim * FLOAT_BYTES))
+        placement = assign(costs, devices, input_bytes=int(np.prod(input_shape)))  # 8-bit pixels (see .wire)
         by_name = {d.name: d for d in devices}
         for entry, sub in zip(entries, submodels):
             if by_name[placement.assignment[entry.name]].target == "tflite":
@@ -174,23 +199,26 @@ def split(model: Any, data: str | Path | Dataset, num_submodels: int,
             directory=staging,
             model={"name": getattr(vit, "edgevit_name", type(vit).__name__), "config": getattr(vit, "edgevit_config", {}),
                    "params": full_params, "artifacts": {"onnx": asdict(artifact_record(staging, staging / "full.onnx"))},
-                   "edgevit_version": __version__},
+                   "latency_ms": latency["full"], "edgevit_version": __version__},
             input={"name": "input", "shape": list(input_shape), "dtype": "float32", "layout": "NCHW",
                    "mean": list(dataset.mean), "std": list(dataset.std)},
             classes=list(dataset.classes), submodels=entries,
             fusion={"input_dim": sum(e.feature_dim for e in entries), "feature_order": [e.name for e in entries],
-                    "artifacts": {"onnx": asdict(artifact_record(staging, staging / "fusion.onnx"))}},
+                    "artifacts": {"onnx": asdict(artifact_record(staging, staging / "fusion.onnx"))},
+                    "latency_ms": latency["fusion"]},
             devices=devices, assignment=placement.assignment,
             placement={"loads": placement.loads, "memory_used_mb": placement.memory_used_mb,
-                       "makespan": placement.makespan, "optimal": placement.optimal, "work_unit": "GFLOPs"},
+                       "makespan": placement.makespan, "optimal": placement.optimal, "work_unit": "ms",
+                       "latency_host": "the machine that split (ONNX Runtime, 1 thread)"},
             budget={"max_params": max_params, "given_as": budget_text},
         ).write(staging)
         plan = load_plan(staging, verify_checksums=False)  # what we publish must read back (hashed just now)
         say("checking the fused prediction of the exported artifacts on the test set")
-        deployed_accuracy = accuracy(run_plan(plan, dataset.x_test).logits, dataset.y_test)
-        say("measuring per-sub-model latency (ONNX Runtime, 1 thread)")
+        deployed_accuracy = accuracy(np.concatenate([run_plan(plan, dataset.x_test[i:i + 256]).logits  # bounded batches
+                                                     for i in range(0, len(dataset.y_test), 256)]), dataset.y_test)
         report = build_report(plan, dataset, full_accuracy=full_accuracy, fused_accuracy=fused_accuracy,
-                              deployed_accuracy=deployed_accuracy, partition=partition, runs=latency_runs,
+                              deployed_accuracy=deployed_accuracy, separate_accuracy=separate_accuracy,
+                              joint_epochs=joint_epochs, partition=partition,
                               seconds=time.perf_counter() - started)
         write_report(report, staging)
         publish(staging, final)
