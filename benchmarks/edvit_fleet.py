@@ -269,6 +269,15 @@ def never_up(args) -> dict:
     return out
 
 
+def prioritize(nice: int) -> None:
+    """Give this process (and its session) priority ``nice`` against other sessions' work."""
+    try:
+        Path("/proc/self/autogroup").write_text(f"{nice}\n")  # across sessions: the autogroup's weight
+    except OSError:
+        pass
+    os.nice(nice)  # within this session
+
+
 # --- report --------------------------------------------------------------------------------
 
 def table(rows: list[dict]) -> str:
@@ -301,16 +310,17 @@ def main() -> int:
     parser.add_argument("--cut-deadline", type=float, default=3.0)
     parser.add_argument("--down-timeout", type=float, default=20.0)
     parser.add_argument("--skip", default="", help="comma-separated: memory, faults")
-    parser.add_argument("--nice", type=int, default=-5,
-                        help="priority of the coordinator and the fleet (inherited): the devices stand for "
-                             "machines of their own, so other work here must not starve them")
+    parser.add_argument("--nice", type=int, default=-10,
+                        help="priority of this process, the coordinator (its session's autogroup, which is what "
+                             "the scheduler weighs against other sessions' work); the devices have their own "
+                             "cgroups' shares")
     parser.add_argument("--plans", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     args.ks = [int(v) for v in args.ks.split(",")]
     args.links = [float(v) for v in args.links.split(",")]
     if args.nice:
-        os.nice(args.nice)
+        prioritize(args.nice)
     scratch = None if args.plans else Path(tempfile.mkdtemp(prefix="edvit-fleet-plans-"))
     try:
         plans = build_plans(args.plans or scratch, sorted(set(args.ks) | {5}))

@@ -164,6 +164,7 @@ def test_a_fleet_comes_up_shaped_and_limited_and_leaves_nothing():
         assert cgroups.read_stat(pi, "cpu", "cpu.cfs_period_us") == 3333
         assert cgroups.read_stat(jetson, "cpu", "cpu.cfs_quota_us") == 1000
         assert cgroups.read_stat(jetson, "cpu", "cpu.cfs_period_us") == 2000
+        assert cgroups.read_stat(pi, "cpu", "cpu.shares") == cgroups.SHARES  # its quota before other work
         assert fleet.usage("pi")["memory_limit_mb"] == pytest.approx(40 + fleet.node_memory_mb, abs=0.1)
         assert "rate 20Mbit" in host.sh("tc", "qdisc", "show", "dev", network.host_end(run, 0))
         assert "rate 20Mbit" in host.sh("tc", "qdisc", "show", netns=network.netns_name(run, 0))

@@ -9,6 +9,10 @@ CPU: ``cpus`` cores is a CFS quota over a short period, ``max(2 ms, 1 ms / cpus)
 default 100 ms period a request of a few milliseconds would run at full speed and then
 wait, so the quota would not slow it; a short period spreads the share evenly over one
 request (the kernel's smallest quota is 1 ms, hence the longer period below 0.5 cores).
+The quota is a ceiling; for it to be a floor too on a machine busy with other work, each
+group has ``cpu.shares`` 16384 (a process outside, or a session's autogroup, has 1024):
+whenever a device is runnable it gets its share before other work, as far as the machine
+has cores (a device stands for a machine of its own).
 
 :func:`own_memory` is what a worker reads about its own memory group (limit, use, kills by
 the kernel's out-of-memory killer) to explain why it, or the worker before it, died.
@@ -24,6 +28,7 @@ from pathlib import Path
 
 from .host import CGROUP_ROOT, CONTROLLERS, RUN_PATTERN, FleetError
 
+SHARES = 16384  # cpu.shares of a fleet group: 16x a process of the machine's (see the module doc)
 MIN_PERIOD_US = 2000
 MIN_QUOTA_US = 1000  # the kernel refuses a smaller quota or period
 
@@ -45,6 +50,7 @@ def make_group(name: str, cpus: float | None = None, memory_bytes: int | None = 
             group_dir(controller, name).mkdir()
         except OSError as exc:
             raise FleetError(f"cannot create the cgroup {group_dir(controller, name)}: {exc.strerror or exc}") from None
+    _write(group_dir("cpu", name) / "cpu.shares", SHARES)
     if cpus is not None:
         set_cpus(name, cpus)
     if memory_bytes is not None:
