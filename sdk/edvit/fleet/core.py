@@ -230,14 +230,17 @@ def _disconnect(address: str) -> None:
 # --- every live fleet of this process is torn down on exit and on fatal signals -----------
 _LIVE: set[Fleet] = set()
 _PREVIOUS: dict[int, Any] = {}
+_HOOKED: list[bool] = []  # atexit registered
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def _register(fleet_: Fleet) -> None:
-    if not _PREVIOUS and threading.current_thread() is threading.main_thread():
+    if not _LIVE and not _HOOKED:
+        atexit.register(_stop_all)
+        _HOOKED.append(True)
+    if not _PREVIOUS and threading.current_thread() is threading.main_thread():  # signals: main thread only
         for sig in _SIGNALS:
             _PREVIOUS[sig] = signal.signal(sig, _on_signal)
-        atexit.register(_stop_all)
     _LIVE.add(fleet_)
 
 
