@@ -98,9 +98,9 @@ class ImageFiles:
         images = self.read(np.arange(len(self)))
         return images if dtype is None else images.astype(dtype)
 
-    def pixels(self, indices: Iterable[int]) -> np.ndarray:
+    def pixels(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         """The chosen images as uint8 (n, size, size, 3), decoded in parallel."""
-        files = self.files[np.asarray(list(indices) if not isinstance(indices, np.ndarray) else indices, dtype=np.int64)]
+        files = self.files[np.asarray(indices, dtype=np.int64)]
         out = np.empty((len(files), self.size, self.size, 3), dtype=np.uint8)
 
         def decode(i: int) -> None:
