@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 from edgevit.edvit.assign import Device
 from edgevit.edvit.fleet import Fleet, FleetError, cleanup, leftovers, unsplit_plan
+from edgevit.edvit.latency import predict_latency
 from edgevit.edvit.plan import load_plan
 from edgevit.edvit.runner import PlanSession, run_plan
 from edgevit.errors import EdgeVitError
@@ -125,17 +126,9 @@ def throughput(session: PlanSession, x: np.ndarray, clients: int, seconds: float
     return sum(done) / (time.monotonic() - start)
 
 
-def predicted(plan, devices: list[Device], assignment=None) -> float | None:
-    """``edgevit.edvit.latency.predict_latency`` (ms), where it can predict."""
-    try:
-        from edgevit.edvit.latency import predict_latency
-    except ImportError:  # PLACE FOR predict_latency: not in this checkout
-        return None
-    try:
-        return predict_latency(plan, devices, assignment).total_ms
-    except Exception as exc:  # noqa: BLE001 - reported, not fatal
-        say(f"no prediction: {exc}")
-        return None
+def predicted(plan, devices: list[Device], assignment=None, round_trip_ms: float | None = None) -> float:
+    """``edgevit.edvit.latency.predict_latency`` (ms): the link model, or with a measured round trip."""
+    return predict_latency(plan, devices, assignment, round_trip_ms=round_trip_ms).total_ms
 
 
 def measure_k(k: int, plan_dir: Path, args, x: np.ndarray, extra=None) -> tuple[list[dict], dict]:
@@ -154,12 +147,14 @@ def measure_k(k: int, plan_dir: Path, args, x: np.ndarray, extra=None) -> tuple[
             assert np.allclose(split.run(x).logits, reference, atol=1e-4), "the fleet's answer differs"
             configs = {"unsplit": full, "split": split}
             per_round = {(link, c): [] for link in args.links for c in configs}
+            trips = {key: [] for key in per_round}
             for r in range(args.rounds):
                 for link in args.links:
                     fleet.set_bandwidth(link)
                     for name, session in configs.items():
                         latency(session, x, 2)  # warm up after the change
                         per_round[link, name].append(latency(session, x, args.runs))
+                        trips[link, name].append(session.round_trip_ms(x, args.runs))
                 say(f"K = {k}: round {r + 1}/{args.rounds} done")
             rates = {key: [] for key in per_round}
             for _ in range(args.throughput_rounds):
@@ -177,8 +172,12 @@ def measure_k(k: int, plan_dir: Path, args, x: np.ndarray, extra=None) -> tuple[
             row["latency_ratio"] = statistics.median(u["total"] / s["total"] for u, s in
                                                      zip(per_round[link, "unsplit"], per_round[link, "split"]))
             row["throughput_ratio"] = row["split"]["throughput_rps"] / row["unsplit"]["throughput_rps"]
+            row["round_trip_ms"] = {c: statistics.median(trips[link, c]) for c in configs}
             row["predicted_ms"] = {"unsplit": predicted(plan, shaped, {"full": "dev0"}),
                                    "split": predicted(plan, shaped)}
+            row["predicted_with_round_trip_ms"] = {
+                "unsplit": predicted(plan, shaped, {"full": "dev0"}, row["round_trip_ms"]["unsplit"]),
+                "split": predicted(plan, shaped, None, row["round_trip_ms"]["split"])}
             rows.append(row)
         peaks = [round(fleet.usage(d.name)["memory_peak_mb"]) for d in devices]
         say(f"K = {k}: device memory peaks (MB, node and workers) {peaks}")
@@ -281,19 +280,39 @@ def prioritize(nice: int) -> None:
 # --- report --------------------------------------------------------------------------------
 
 def table(rows: list[dict]) -> str:
-    lines = [("| K | cpus/device | link Mbit/s | unsplit ms | split ms | x lower | predicted unsplit / split ms | "
-              "unsplit scatter / compute / gather ms | split scatter / compute / gather / fuse ms | unsplit req/s | "
-              "split req/s | x throughput |"),
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [("| K | cpus/device | link Mbit/s | unsplit ms | split ms | x lower | unsplit scatter / compute / gather ms | "
+              "split scatter / compute / gather / fuse ms | unsplit req/s | split req/s | x throughput |"),
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        u, s, p = r["unsplit"], r["split"], r["predicted_ms"]
-        pred = " / ".join("-" if v is None else f"{v:.0f}" for v in (p["unsplit"], p["split"]))
+        u, s = r["unsplit"], r["split"]
         parts = " / ".join(f"{s[x]:.1f}" for x in PARTS)
         whole = " / ".join(f"{u[x]:.1f}" for x in PARTS[:3])
         lines.append(f"| {r['K']} | {r['cpus_per_device']} | {r['link_mbps']:g} | {u['total']:.1f} | "
-                     f"{s['total']:.1f} | {r['latency_ratio']:.2f} | {pred} | {whole} | {parts} | {u['throughput_rps']:.1f} | "
+                     f"{s['total']:.1f} | {r['latency_ratio']:.2f} | {whole} | {parts} | {u['throughput_rps']:.1f} | "
                      f"{s['throughput_rps']:.1f} | {r['throughput_ratio']:.2f} |")
     return "\n".join(lines)
+
+
+def error(predicted_ms: float, measured_ms: float) -> float:
+    """Signed relative error of a prediction, in per cent of the measurement."""
+    return 100 * (predicted_ms - measured_ms) / measured_ms
+
+
+def prediction_table(rows: list[dict]) -> tuple[str, list[tuple[str, bool]]]:
+    """Predicted vs measured per configuration: the plan's link model, and with the measured
+    empty round trip; and the verdicts against the 25 % target."""
+    lines = ["| K | link Mbit/s | config | measured ms | link model ms (error) | measured round trip ms | "
+             "round trip + compute ms (error) |", "|---|---|---|---|---|---|---|"]
+    verdicts = []
+    for r in rows:
+        for c in ("unsplit", "split"):
+            measured, link, trip = r[c]["total"], r["predicted_ms"][c], r["predicted_with_round_trip_ms"][c]
+            lines.append(f"| {r['K']} | {r['link_mbps']:g} | {c} | {measured:.1f} | {link:.1f} "
+                         f"({error(link, measured):+.0f} %) | {r['round_trip_ms'][c]:.1f} | {trip:.1f} "
+                         f"({error(trip, measured):+.0f} %) |")
+            verdicts.append((f"K = {r['K']}, {r['link_mbps']:g} Mbit/s, {c}",
+                             abs(error(link, measured)) <= 25, abs(error(trip, measured)) <= 25))
+    return "\n".join(lines), verdicts
 
 
 def main() -> int:
@@ -365,6 +384,11 @@ def main() -> int:
           f"{report['load_after'][0]:.1f} after, nice {args.nice} (plans: untrained deit_tiny 224/16, 197 tokens; "
           "timing only)\n")
     print(table(rows))
+    text, verdicts = prediction_table(rows)
+    print(f"\npredicted vs measured latency (plan latencies measured at split time, ONNX Runtime, 1 thread):\n\n{text}\n")
+    for name, link_ok, trip_ok in verdicts:
+        print(f"target, prediction within 25 %, {name}: link model {'met' if link_ok else 'NOT met'}, "
+              f"with the measured round trip {'met' if trip_ok else 'NOT met'}")
     for key in ("memory", "faults"):
         if key in report:
             print(f"\n{key}:")

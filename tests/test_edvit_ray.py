@@ -178,6 +178,12 @@ def test_a_slow_worker_fails_the_request_at_its_deadline(cluster, plan, trained)
     assert wait_for(lambda: live_actors() == [], 10) is True
 
 
+def test_a_round_trip_probe_reaches_the_devices_without_computing(cluster, plan, trained):
+    _, data = trained
+    with PlanSession(plan, "ray", load=FaultyLoader("sub2", delay=2.0)) as session:
+        assert session.round_trip_ms(data.x_test[:1], runs=3) < 1000
+
+
 def test_an_artifact_that_does_not_match_the_plan_is_refused_on_the_device(cluster, plan, tmp_path):
     copy = load_plan(shutil.copytree(plan.directory, tmp_path / "plan"))
     name = next(n for n, d in copy.assignment.items() if d == "pi")

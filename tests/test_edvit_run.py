@@ -73,6 +73,21 @@ def test_a_slow_sub_model_fails_the_request_by_name_at_its_deadline(plan, traine
     assert time.perf_counter() - started < 2.5  # the deadline, not the slow worker, decides
 
 
+def test_a_round_trip_probe_travels_to_every_worker_and_computes_nothing(plan, trained):
+    """The probe behind latency prediction's ``round_trip_ms``: a sub-model that takes 1 s
+    per run does not slow it, a request does; its inputs are checked like a run's."""
+    _, data = trained
+    with PlanSession(plan, load=FaultyLoader("sub1", delay=1.0)) as session:
+        assert session.round_trip_ms(data.x_test[:1], runs=3) < 500
+        started = time.perf_counter()
+        session.run(data.x_test[:1])
+        assert time.perf_counter() - started >= 1.0
+        with pytest.raises(InputError, match="inputs must be float32"):
+            session.round_trip_ms(data.x_test[:1, :, :8])
+    with pytest.raises(EdgeVitError, match="closed"):
+        session.round_trip_ms(data.x_test[:1])
+
+
 def test_a_failed_worker_is_restarted_and_the_request_retried_once(plan, trained):
     _, data = trained
     expected = run_plan(plan, data.x_test[:3]).logits

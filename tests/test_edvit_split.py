@@ -241,6 +241,10 @@ def test_plan_predicts_its_latency_from_measured_sub_models(plan):
     alone = predict_latency(plan, linked, assignment={"full": "jetson"})
     assert alone.total_ms == pytest.approx(plan.input_bytes() / 1e3 + 2.0 + plan.model["latency_ms"] / 2.0
                                            + len(plan.classes) * 4 / 1e3)
+    measured = predict_latency(plan, linked, round_trip_ms=7.0)  # a measured round trip replaces the links
+    assert measured.total_ms == pytest.approx(7.0 + max(per_device.values()) + plan.fusion["latency_ms"], abs=2e-3)
+    assert predict_latency(plan, linked, {"full": "jetson"}, round_trip_ms=3.0).total_ms == pytest.approx(
+        3.0 + plan.model["latency_ms"] / 2.0)
 
 
 def test_plan_artifacts_chain_into_class_logits(plan, trained):

@@ -13,6 +13,14 @@ the fusion head. The prediction of one request, batch 1:
 - **receive**: the features' bytes over the link, plus the delay;
 - the slowest device, then the **fusion** head's measured latency on the coordinator.
 
+That model knows links, not the backend: a real transport also pays for dispatching a
+task per device, serializing the input and waking each device's process, which on small
+devices costs more than the bytes do. Given ``round_trip_ms``, a **measured** round trip of
+the same input to the same devices with nothing computed
+(:meth:`edgevit.edvit.runner.PlanSession.round_trip_ms`), the prediction is that round trip
+plus the slowest device's compute plus the fusion head: send and receive are then not
+modelled but measured.
+
 Placement uses the same model (:func:`device_time`), so the assignment minimises what
 this module predicts.
 """
@@ -66,9 +74,11 @@ class LatencyPrediction:
 
 
 def predict(compute_ms: Mapping[str, float], output_bytes: Mapping[str, float], assignment: Mapping[str, str],
-            devices: Sequence[Device], input_bytes: float, fusion_ms: float) -> LatencyPrediction:
+            devices: Sequence[Device], input_bytes: float, fusion_ms: float,
+            round_trip_ms: float | None = None) -> LatencyPrediction:
     """The latency of one request when sub-model ``name`` (``compute_ms[name]`` here) runs on
-    ``devices[assignment[name]]`` and sends back ``output_bytes[name]``."""
+    ``devices[assignment[name]]`` and sends back ``output_bytes[name]``; with a measured
+    ``round_trip_ms``, that round trip replaces every device's send and receive."""
     by_name = {d.name: d for d in devices}
     missing = sorted(set(assignment.values()) - set(by_name))
     if missing:
@@ -78,20 +88,25 @@ def predict(compute_ms: Mapping[str, float], output_bytes: Mapping[str, float], 
         subs = [s for s, d in assignment.items() if d == name]
         if not subs:
             continue
-        send = transfer_ms(input_bytes, device)
         compute = sum(compute_ms[s] for s in subs) / rate(device)
-        receive = transfer_ms(sum(output_bytes[s] for s in subs), device)
-        parts[name] = {"send": send, "compute": compute, "receive": receive, "total": send + compute + receive}
+        if round_trip_ms is None:
+            send = transfer_ms(input_bytes, device)
+            receive = transfer_ms(sum(output_bytes[s] for s in subs), device)
+            parts[name] = {"send": send, "compute": compute, "receive": receive, "total": send + compute + receive}
+        else:
+            parts[name] = {"round_trip": round_trip_ms, "compute": compute, "total": round_trip_ms + compute}
     critical = max(parts, key=lambda n: parts[n]["total"])
     return LatencyPrediction(parts[critical]["total"] + fusion_ms, fusion_ms, int(input_bytes), parts, critical)
 
 
 def predict_latency(plan, devices: Sequence[Device] | None = None,
-                    assignment: Mapping[str, str] | None = None, *, pixels: bool = True) -> LatencyPrediction:
+                    assignment: Mapping[str, str] | None = None, *, pixels: bool = True,
+                    round_trip_ms: float | None = None) -> LatencyPrediction:
     """A plan's predicted per-request latency (batch 1) on ``devices`` (default: the plan's),
     with the plan's assignment unless another is given (e.g. the full model on one device:
     ``{"full": "dev0"}``); the input travels as 8-bit pixels, or as float32 with
-    ``pixels=False`` (inputs that are not images)."""
+    ``pixels=False`` (inputs that are not images). ``round_trip_ms``: a measured empty round
+    trip to those devices (see the module doc) instead of the link model."""
     measured = {s.name: s.latency_ms for s in plan.submodels}
     measured["full"] = plan.model.get("latency_ms")
     if any(v is None for k, v in measured.items() if k != "full") or plan.fusion.get("latency_ms") is None:
@@ -104,4 +119,4 @@ def predict_latency(plan, devices: Sequence[Device] | None = None,
     outputs["full"] = len(plan.classes) * FLOAT_BYTES
     fusion_ms = 0.0 if "full" in assignment else float(plan.fusion["latency_ms"])
     return predict(measured, outputs, assignment, list(devices or plan.devices), plan.input_bytes(pixels=pixels),
-                   fusion_ms)
+                   fusion_ms, round_trip_ms)

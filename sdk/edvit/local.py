@@ -39,13 +39,14 @@ class LocalBackend:
         self.closed = False
         self.placement = [w.start() for w in self.workers]
 
-    def features(self, batch: np.ndarray, deadline: Deadline) -> Gathered:
-        """Every sub-model's features for ``batch``, computed in parallel, within the deadline."""
+    def features(self, batch: np.ndarray, deadline: Deadline, probe: bool = False) -> Gathered:
+        """Every sub-model's features for ``batch``, computed in parallel, within the deadline
+        (a ``probe`` computes nothing: see :meth:`SubModelWorker.run`)."""
         answers: queue.Queue = queue.Queue()
         abandoned = threading.Event()
         sent = time.time()
         for i, name in enumerate(self.names):
-            threading.Thread(target=self._answer, args=(i, batch, abandoned, answers), daemon=True,
+            threading.Thread(target=self._answer, args=(i, batch, abandoned, answers, probe), daemon=True,
                              name=f"edgevit-{name}").start()
 
         def next_done(timeout: float):
@@ -56,30 +57,31 @@ class LocalBackend:
 
         return gather(self.names, next_done, sent, deadline, lambda late: abandoned.set())
 
-    def _answer(self, i: int, batch: np.ndarray, abandoned: threading.Event, answers: queue.Queue) -> None:
+    def _answer(self, i: int, batch: np.ndarray, abandoned: threading.Event, answers: queue.Queue,
+                probe: bool) -> None:
         """Run sub-model ``i`` on ``batch``, restarting its worker and retrying once on failure."""
         with self.busy[i]:
             if self.closed:
                 answers.put((i, EdgeVitError("the plan session was closed")))
             elif not abandoned.is_set():
-                answers.put((i, self._run(i, batch, abandoned)))
+                answers.put((i, self._run(i, batch, abandoned, probe)))
 
-    def _run(self, i: int, batch: np.ndarray, abandoned: threading.Event) -> Batch | BaseException:
-        first = self._attempt(i, batch, abandoned)
+    def _run(self, i: int, batch: np.ndarray, abandoned: threading.Event, probe: bool) -> Batch | BaseException:
+        first = self._attempt(i, batch, abandoned, probe)
         if not isinstance(first, Exception) or isinstance(first, FINAL) or abandoned.is_set():
             return first
         self.workers[i] = SubModelWorker(self.specs[i], self._load)  # the worker died: restart, retry once
         self.restarts[i] += 1
-        second = self._attempt(i, batch, abandoned)
+        second = self._attempt(i, batch, abandoned, probe)
         if not isinstance(second, Exception) or isinstance(second, FINAL):
             return second
         error = named_error(self.names[i], second, retried=True)
         error.__cause__ = first
         return error
 
-    def _attempt(self, i: int, batch: np.ndarray, abandoned: threading.Event) -> Batch | Exception:
+    def _attempt(self, i: int, batch: np.ndarray, abandoned: threading.Event, probe: bool) -> Batch | Exception:
         try:
-            return self.workers[i].run(batch, abandoned.is_set)
+            return self.workers[i].run(batch, abandoned.is_set, probe)
         except Exception as exc:  # handed to the caller, by sub-model name
             return exc
 

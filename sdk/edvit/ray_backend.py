@@ -69,16 +69,17 @@ class RayWorker(SubModelWorker):
                               f"its worker was killed by the out-of-memory killer (the device's memory limit is "
                               f"{memory['limit'] / 1e6:.0f} MB; {memory['oom_kills']} kill(s) there so far)")
 
-    def run(self, batch: np.ndarray, blob: list[Any] | None = None) -> Batch:  # type: ignore[override]
-        if self.runtime is None:
+    def run(self, batch: np.ndarray, blob: list[Any] | None = None,  # type: ignore[override]
+            probe: bool = False) -> Batch:
+        if self.runtime is None and not probe:
             if not blob:
                 raise NotLoaded(self.spec.name)
             self.start(blob)
-        return super().run(batch)
+        return super().run(batch, probe=probe)
 
     def run_packed(self, header: dict[str, Any], blob: list[Any] | None, *chunks: bytes) -> Batch:
         """:meth:`run` on a batch sent inside the task (see :mod:`.wire`); unpacking counts as scatter."""
-        return self.run(unpack(header, chunks), blob)
+        return self.run(unpack(header, chunks), blob, header.get("probe", False))
 
 
 def _ray() -> Any:
@@ -178,12 +179,14 @@ class RayBackend:
                 raise self._error(i, exc) from None
         return placement
 
-    def features(self, batch: np.ndarray, deadline: Deadline) -> Gathered:
-        """Every sub-model's features for ``batch``, computed on its device, within the deadline."""
+    def features(self, batch: np.ndarray, deadline: Deadline, probe: bool = False) -> Gathered:
+        """Every sub-model's features for ``batch``, computed on its device, within the deadline
+        (a ``probe`` travels the same way and computes nothing: see :meth:`SubModelWorker.run`)."""
         ray = self.ray
         sent = time.time()
         # a batch travels inside each task, as pixels when exact (see .wire); a big one goes to the object store once
         header, chunks = pack(batch, *self.norm)
+        header["probe"] = probe
         if sum(len(c) for c in chunks) <= INLINE_BYTES:
             def call(i: int, blob: list[Any] | None) -> Any:
                 return self.actors[i].run_packed.remote(header, blob, *chunks)
@@ -191,7 +194,7 @@ class RayBackend:
             shared = ray.put(batch)
 
             def call(i: int, blob: list[Any] | None) -> Any:
-                return self.actors[i].run.remote(shared, blob)
+                return self.actors[i].run.remote(shared, blob, probe)
         refs = [call(i, None) for i in range(len(self.actors))]
         index = {ref: i for i, ref in enumerate(refs)}
         pending = list(refs)

@@ -130,6 +130,32 @@ class PlanSession:
 
     def run(self, inputs: np.ndarray, deadline_s: float = 30.0) -> RunResult:
         """Fused predictions for ``inputs`` (N, C, H, W) float32, within ``deadline_s``."""
+        self._check(inputs, deadline_s)
+        request = _Request(inputs, Deadline.after(deadline_s))
+        self._queue.put(request)
+        # the backend enforces the deadline on a batch; this bounds the wait for one still queued
+        if not request.done.wait(deadline_s + 1.0):
+            raise DeadlineError(f"no answer within the {deadline_s:g} s deadline (queued behind earlier requests)")
+        if request.error is not None:
+            raise request.error
+        assert request.result is not None
+        return request.result
+
+    def round_trip_ms(self, inputs: np.ndarray, runs: int = 10, deadline_s: float = 30.0) -> float:
+        """Median ms of ``runs`` probes: ``inputs`` sent to every sub-model's worker and an empty
+        answer back, nothing computed (the transport and dispatch a request pays on this
+        backend; :func:`edgevit.edvit.latency.predict_latency` takes it as ``round_trip_ms``).
+        Call it with no requests in flight: probes bypass the request queue."""
+        self._check(inputs, deadline_s)
+        times = []
+        for _ in range(max(1, runs)):
+            start = time.perf_counter()
+            self.backend.features(inputs, Deadline.after(deadline_s), probe=True)
+            times.append((time.perf_counter() - start) * 1000)
+        return float(np.median(times))
+
+    def _check(self, inputs: np.ndarray, deadline_s: float) -> None:
+        """One line (InputError) for a closed session, a bad deadline or inputs the plan cannot take."""
         if self._closed:
             raise EdgeVitError("this plan session is closed")
         if not deadline_s > 0:
@@ -140,15 +166,6 @@ class PlanSession:
             raise InputError(f"inputs must be float32 (N, {', '.join(map(str, self._shape))}) with N >= 1, got {got}")
         if not np.isfinite(inputs).all():
             raise InputError("inputs contain NaN or inf values")
-        request = _Request(inputs, Deadline.after(deadline_s))
-        self._queue.put(request)
-        # the backend enforces the deadline on a batch; this bounds the wait for one still queued
-        if not request.done.wait(deadline_s + 1.0):
-            raise DeadlineError(f"no answer within the {deadline_s:g} s deadline (queued behind earlier requests)")
-        if request.error is not None:
-            raise request.error
-        assert request.result is not None
-        return request.result
 
     def _dispatch(self) -> None:
         """Send queued requests out in batches, one batch at a time, until closed."""

@@ -94,9 +94,13 @@ class SubModelWorker:
                       "torch_loaded": "torch" in sys.modules, "worker_id": uuid.uuid4().hex[:12]}
         return dict(self.where)
 
-    def run(self, batch: np.ndarray, stop: Callable[[], bool] = lambda: False) -> Batch:
+    def run(self, batch: np.ndarray, stop: Callable[[], bool] = lambda: False, probe: bool = False) -> Batch:
         """Features of ``batch`` (N, C, H, W): one runtime call per sample, unless the artifact
-        takes any batch size; ``stop()`` abandons the batch between samples."""
+        takes any batch size; ``stop()`` abandons the batch between samples. A ``probe`` runs
+        nothing and answers (N, 0) features: the round trip without the compute."""
+        if probe:
+            now = time.time()
+            return Batch(np.zeros((len(batch), 0), np.float32), now, now, dict(self.where))
         if self.runtime is None:
             self.start()
         started = time.time()
