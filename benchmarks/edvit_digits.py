@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--finetune-epochs", type=int, default=20)
     parser.add_argument("--fusion-epochs", type=int, default=40)
-    parser.add_argument("--joint-epochs", type=int, default=10)
+    parser.add_argument("--joint-epochs", type=int, default=30)
     parser.add_argument("--budgets", default="5:0.2,10:0.036", help="K:budget fraction, comma separated")
     parser.add_argument("--seeds", default="2,3", help="comma separated; the recipe was tuned on seeds 0 and 1")
     parser.add_argument("--rounds", type=int, default=5)

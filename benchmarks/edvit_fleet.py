@@ -20,7 +20,7 @@ the faults: a link cut mid-request, a worker process killed mid-request, a devic
 never comes up.
 
 The plans are ``deit_tiny`` at 224x224 with 16x16 patches (197 tokens, 10 classes),
-**untrained** and fine-tuned 1 epoch on a small generated image set: latency does not
+**untrained** and trained 1 epoch per step on a small generated image set: latency does not
 depend on the weights (accuracy is measured by ``benchmarks/edvit_digits.py``). They are
 built into a temporary directory removed at the end, unless ``--plans DIR`` (kept, and
 reused when present).
@@ -79,13 +79,13 @@ def normalize(pixels: np.ndarray, mean, std) -> np.ndarray:
 
 
 def build_plans(root: Path, ks: list[int]) -> dict[int, Path]:
-    """deit_tiny at 224/16, untrained, split K ways with 1 fine-tuning epoch (timing only)."""
+    """deit_tiny at 224/16, untrained, split K ways with 1 epoch of each training step (timing only)."""
     missing = [k for k in ks if not (root / f"k{k}" / "plan.json").is_file()]
     if missing:
         import edgevit
         from edgevit.edvit.data import Dataset
 
-        say(f"building plans for K = {missing} under {root} (untrained deit_tiny 224/16, 1 fine-tuning epoch)")
+        say(f"building plans for K = {missing} under {root} (untrained deit_tiny 224/16, 1 epoch of each training step)")
         train, y_train = synthetic_pixels(12, 224, 1)
         test, y_test = synthetic_pixels(4, 224, 2)
         f = train.astype(np.float32) / 255.0
@@ -96,7 +96,7 @@ def build_plans(root: Path, ks: list[int]) -> dict[int, Path]:
         for k in missing:
             devices = [Device(f"dev{i}", 1000.0) for i in range(k)]
             edgevit.split(vit, data, k, devices=devices, output=root / f"k{k}", overwrite=True, finetune_epochs=1,
-                          fusion_epochs=1, latency_runs=10, progress=say)
+                          fusion_epochs=1, joint_epochs=1, latency_runs=10, progress=say)
     return {k: root / f"k{k}" for k in ks}
 
 

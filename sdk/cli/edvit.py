@@ -87,7 +87,7 @@ def split_command(
     partition: str = typer.Option("balanced", "--partition", help="balanced, confusion or embedding."),
     finetune_epochs: int = typer.Option(20, "--finetune-epochs", help="Fine-tuning epochs per sub-model."),
     fusion_epochs: int = typer.Option(40, "--fusion-epochs", help="Fusion head epochs."),
-    joint_epochs: int = typer.Option(10, "--joint-epochs",
+    joint_epochs: int = typer.Option(30, "--joint-epochs",
                                      help="Epochs fine-tuning the sub-models and the fusion head together (0: none)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing plan directory."),
     seed: int = typer.Option(0, "--seed", help="Seed (data split, fine-tuning)."),

@@ -123,7 +123,7 @@ def train_fusion(submodels: Sequence[nn.Module], x: np.ndarray, y: np.ndarray, n
 
 
 def finetune_fused(fused: FusedModel, x, y: np.ndarray, *, epochs: int, teacher_logits: np.ndarray | None = None,
-                   temperature: float = 2.0, lr: float = 3e-4, seed: int = 0, progress: Progress | None = None,
+                   temperature: float = 2.0, lr: float = 1e-3, seed: int = 0, progress: Progress | None = None,
                    label: str = "joint fine-tuning") -> FusedModel:
     """Fine-tune every sub-model and the fusion head together, end to end, on all classes,
     distilling from the full model's ``teacher_logits`` when given: the sub-models learn the

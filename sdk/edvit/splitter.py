@@ -93,7 +93,7 @@ def split(model: Any, data: str | Path | Dataset, num_submodels: int,
           devices: Sequence[Device] | str | Path | None = None,
           budget: float | int | str | None = None, output: str | Path = "edvit_plan", *,
           weights: str | Path | None = None, partition: str = "balanced", finetune_epochs: int = 20,
-          fusion_epochs: int = 40, joint_epochs: int = 10, overwrite: bool = False, latency_runs: int = 30,
+          fusion_epochs: int = 40, joint_epochs: int = 30, overwrite: bool = False, latency_runs: int = 30,
           seed: int = 0, progress: Progress | None = None) -> SplitPlan:
     """Split a trained ViT into ``num_submodels`` class-wise sub-models; returns the plan.
 
