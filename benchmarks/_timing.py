@@ -12,13 +12,16 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 
-def ort_session(path: Path, threads: int):
-    """A CPU ONNX Runtime session with ``threads`` intra-op threads."""
+def ort_session(path: Path, threads: int, custom_ops: Path | None = None):
+    """A CPU ONNX Runtime session with ``threads`` intra-op threads (and the custom-op
+    library ``custom_ops`` registered, if given)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    if custom_ops is not None:
+        options.register_custom_ops_library(str(custom_ops))
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -103,8 +106,9 @@ def publish(result: dict, lines: list[str], json_path: Path | None) -> None:
         json_path.write_text(text + "\n")
 
 
-def ort_op_profile(path: Path, threads: int, runs: int = 20) -> dict[str, float]:
-    """Microseconds per run spent in each operator type (ONNX Runtime's profiler), slowest first."""
+def ort_op_profile(path: Path, threads: int, runs: int = 20, custom_ops: Path | None = None) -> dict[str, float]:
+    """Microseconds per run spent in each operator type (ONNX Runtime's profiler), slowest first
+    (with the custom-op library ``custom_ops`` registered, if given)."""
     import json
     import tempfile
 
@@ -114,6 +118,8 @@ def ort_op_profile(path: Path, threads: int, runs: int = 20) -> dict[str, float]
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.enable_profiling = True
+    if custom_ops is not None:
+        options.register_custom_ops_library(str(custom_ops))
     with tempfile.TemporaryDirectory() as tmp:
         options.profile_file_prefix = str(Path(tmp) / "profile")
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -77,7 +77,7 @@ def _trace(request: ExportRequest, torch, native_ops: bool):
     from edgevit.native.torch_ops import attention_modules, attention_path  # torch
 
     if native_ops and not attention_modules(request.model):
-        raise ExportError(f"{request.model_name} has no XCA or simplified linear attention for --native-ops")
+        raise ExportError(f"{request.model_name} has no XCA, simplified linear attention or RLMHSA for --native-ops")
     example, dynamic_shapes = request.example, None
     if request.dynamic_batch:
         # a batch of 2 to trace with: torch.export specializes axes of size 1

@@ -22,9 +22,10 @@ class CliResult:
 
 
 def run_cli(*args: str, cwd: Path | None = None, block: tuple[str, ...] = (), tmp: Path | None = None,
-            timeout: int = 600) -> CliResult:
-    """Run ``python -m edgevit ARGS`` in a fresh process; ``block`` makes those modules unimportable."""
-    env = dict(os.environ)
+            timeout: int = 600, env: dict[str, str] | None = None) -> CliResult:
+    """Run ``python -m edgevit ARGS`` in a fresh process; ``block`` makes those modules unimportable,
+    ``env`` adds to the environment."""
+    env = {**os.environ, **(env or {})}
     env.pop("EDGEVIT_DEBUG", None)
     if block:
         shadow = Path(tmp or cwd) / "_blocked_modules"
@@ -53,7 +54,8 @@ def assert_clean_failure(result: CliResult, code: int = 2, contains: str | None 
 # Tests that use these session fixtures run on one worker, so that each is built once (trained
 # models, app and int8 artifacts, the wheel and the venvs made from it) ...
 ONE_WORKER_FIXTURES = frozenset({"app_artifacts", "int8_artifacts", "digits_model", "trained", "plan",
-                                 "edgevit_wheel", "device_venv", "tflite_runtime_venv", "pi_worker_venv"})
+                                 "edgevit_wheel", "device_venv", "tflite_runtime_venv", "pi_worker_venv",
+                                 "native_exports"})
 # ... and so do the tests that start Ray on this machine, one after another: one of them checks
 # that Ray leaves no process behind, which a cluster on the other worker would spoil.
 ONE_WORKER_FILES = frozenset({"test_edvit_ray.py", "test_readme.py", "test_edvit_fleet.py"})
@@ -96,6 +98,25 @@ def artifacts(tmp_path_factory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("artifacts")
     results = edgevit.export("edgenext_xx_small", "all", out, image_size=SMALL)
     return {r.target: r.path for r in results}
+
+
+@pytest.fixture(scope="session")
+def native_exports(tmp_path_factory) -> dict:
+    """A small EdgeNeXt, SLAB-DeiT and FMViT (tests/native_cases.py), each exported to ONNX
+    twice, verified on the way: standard, and with --native-ops (ai.edgevit nodes).
+    family -> (model, standard ExportResult, native ExportResult)."""
+    import edgevit
+
+    from .native_cases import SMALL_MODELS
+
+    out = tmp_path_factory.mktemp("native_exports")
+    exports = {}
+    for family, (build, size) in SMALL_MODELS.items():
+        model = build()
+        model.input_size = (3, size, size)
+        exports[family] = (model, *(edgevit.export(model, "onnx", out / f"{family}_{kind}", native_ops=kind == "native",
+                                                   num_inputs=2) for kind in ("standard", "native")))
+    return exports
 
 
 @pytest.fixture(scope="session")

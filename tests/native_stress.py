@@ -10,8 +10,9 @@ Meant for the sanitizer build (tests/test_native_sanitize.py runs it with the AS
 Every array is its own numpy allocation of exactly the size the kernel is told about, so a read
 or write past an edge lands in ASan's redzone. The reference is numpy in float64 (no torch: it
 is slow and noisy under an ASan preload). ``EDGEVIT_NATIVE_ISA`` is read once per process, so
-without ``--one-isa`` the script runs once with the default ISA and once more, in a child
-process, with ``EDGEVIT_NATIVE_ISA=baseline``. Exit status 0 when every check passed.
+without ``--one-isa`` the script runs once with the default ISA and once more per narrower build,
+each in a child process with ``EDGEVIT_NATIVE_ISA`` set (avx2, baseline). Exit status 0 when
+every check passed.
 """
 
 from __future__ import annotations
@@ -70,6 +71,18 @@ def ref_sla(qkv, positional, heads):
     return out.transpose(0, 2, 1, 3).reshape(batch, tokens, heads * dim)
 
 
+def ref_rlmhsa(q, kv, heads):
+    """q (B, C, N) scaled, kv (B, 2C, M) -> (B, C, N): per head, v softmax_m(k^T q)."""
+    batch, channels, tokens = q.shape
+    dim = channels // heads
+    qh = q.astype(np.float64).reshape(batch, heads, dim, tokens)
+    k, v = kv.astype(np.float64).reshape(batch, 2, heads, dim, -1).transpose(1, 0, 2, 3, 4)  # (B, H, d, M) each
+    scores = k.transpose(0, 1, 3, 2) @ qh  # (B, H, M, N)
+    scores = np.exp(scores - scores.max(2, keepdims=True))
+    scores /= scores.sum(2, keepdims=True)
+    return (v @ scores).reshape(batch, channels, tokens)
+
+
 # --- the checks -------------------------------------------------------------------------------
 
 class Stress:
@@ -113,6 +126,29 @@ class Stress:
                     first = out
                 elif not np.array_equal(out, first):
                     self.fail(f"{op} {shape}: threads {t} differs from threads {threads[0]}")
+
+    def pooled(self, seed=1):
+        """RLMHSA: head widths 1..33, token counts around the 16-query groups and 128-query
+        blocks, key counts around the 4-key steps; 1 and 2 threads, bit-identical."""
+        rng = np.random.default_rng(seed)
+        for dim, tokens, keys, heads, batch in [(8, 1, 1, 1, 1), (8, 15, 3, 2, 2), (16, 16, 4, 3, 1), (16, 17, 5, 1, 3),
+                                               (32, 129, 49, 2, 1), (3, 33, 7, 5, 2), (1, 300, 2, 4, 1),
+                                               (13, 255, 9, 1, 2), (16, 49, 49, 6, 1), (33, 8, 50, 2, 1)]:
+            channels = heads * dim
+            q = (rng.standard_normal((batch, channels, tokens)) / np.sqrt(dim)).astype(np.float32)
+            kv = rng.standard_normal((batch, 2 * channels, keys)).astype(np.float32)
+            expected, first = ref_rlmhsa(q, kv, heads), None
+            for threads in (1, 2):
+                out = np.empty_like(q)  # exact size, no slack
+                self.m.rlmhsa(q, kv, out, heads, threads)
+                self.calls += 1
+                err = float(np.abs(out - expected).max())
+                self.worst = max(self.worst, err)
+                if not err <= ATOL:
+                    self.fail(f"rlmhsa B{batch} H{heads} d{dim} N{tokens} M{keys} threads {threads}: error {err:.3g}")
+                if first is not None and not np.array_equal(out, first):
+                    self.fail(f"rlmhsa B{batch} H{heads} d{dim} N{tokens} M{keys}: threads differ")
+                first = out
 
     def shapes(self, rng):
         """Every head dim 1..24 and the awkward larger ones, against token counts around the lane width."""
@@ -264,7 +300,7 @@ def main(argv=None) -> int:
     parser.add_argument("--require-sanitized", action="store_true",
                         help="import a top-level _native (a build directory on PYTHONPATH) built with ASan/UBSan")
     parser.add_argument("--one-isa", action="store_true",
-                        help="run with this process's ISA only (no second run under EDGEVIT_NATIVE_ISA=baseline)")
+                        help="run with this process's ISA only (no runs of the narrower builds)")
     args = parser.parse_args(argv)
 
     module = load(args.require_sanitized)
@@ -272,6 +308,7 @@ def main(argv=None) -> int:
     isa = module.isa()
     print(f"native_stress: {module.__file__} isa={isa} sanitized={module.sanitized}", flush=True)
     stress.grid()
+    stress.pooled()
     stress.special_values()
     stress.errors()
     stress.concurrent()
@@ -279,8 +316,9 @@ def main(argv=None) -> int:
           f"{len(stress.failures)} failures", flush=True)
     code = 1 if stress.failures else 0
 
-    if not args.one_isa and os.environ.get("EDGEVIT_NATIVE_ISA") != "baseline" and isa != "baseline":
-        env = dict(os.environ, EDGEVIT_NATIVE_ISA="baseline")
+    narrower = {"avx512": ("avx2", "baseline"), "avx2": ("baseline",)}.get(isa, ())
+    for child_isa in () if args.one_isa else narrower:
+        env = dict(os.environ, EDGEVIT_NATIVE_ISA=child_isa)
         child = [sys.executable, os.path.abspath(__file__), "--one-isa"]
         if args.require_sanitized:
             child.append("--require-sanitized")

@@ -88,3 +88,24 @@ def test_a_split_plan_runs_on_the_local_backend(device_venv, plan, trained, tmp_
     result = device_cli(device_venv, "--json", "run", "--plan", str(plan.directory), str(batch))
     assert result.code == 0, result.stderr
     assert len(json.loads(result.stdout)["predictions"]) == 4
+
+
+def test_native_ops_files_run_through_the_packaged_library(device_venv, native_exports, tmp_path):
+    """The wheel carries libedgevit_ort.so: --native-ops files run without torch or
+    onnxruntime-extensions, as the workstation's standard export computes them."""
+    info = device_cli(device_venv, "--json", "info", "--native")
+    assert info.code == 0, info.stderr
+    assert json.loads(info.stdout)["onnx_runtime"].startswith("libedgevit_ort.so custom ops"), info.stdout
+    code = ("import sys, numpy as np, edgevit\n"
+            "x = np.load(sys.argv[2])\n"
+            "np.save(sys.argv[3], edgevit.load(sys.argv[1]).run(x))\n")
+    for family, (model, standard, native) in native_exports.items():
+        x = np.random.default_rng(1).standard_normal((1, *model.input_size)).astype(np.float32)
+        np.save(tmp_path / "x.npy", x)
+        result = venv_run(device_venv, "python", "-c", code, str(native.path), str(tmp_path / "x.npy"),
+                          str(tmp_path / "y.npy"))
+        assert result.code == 0, (family, result.stderr[-2000:])
+        import edgevit
+
+        want = edgevit.load(standard.path).run(x)
+        assert np.abs(np.load(tmp_path / "y.npy") - want).max() <= 1e-5, family

@@ -46,4 +46,7 @@ def test_arm64_scores_match_x86_and_the_kernels_pass(tmp_path):
     assert "running on CPUExecutionProvider" in demos[("onnxruntime", "fp32.onnx")]["demo_note"]
     kernels = results["kernels"]
     assert kernels["passed"] and kernels["isa"] == "baseline" and kernels["max_err"] <= 1e-5
+    native = results["native_ort"]  # libedgevit_ort.so built for aarch64, run with onnxruntime + numpy only
+    assert native["passed"] and native["modules_loaded"] == [], native
+    assert max(native["model_vs_x86_standard"], native["ops_vs_reference"], native["ops_vs_x86"]) <= 1e-5
     assert results["passed"]

@@ -186,3 +186,78 @@ def test_wrapper_accepts_a_positional_table_with_a_leading_1():
     np.testing.assert_array_equal(native.sla(qkv, positional[None], H), native.sla(qkv, positional, H))
     with pytest.raises(InputError, match="positional must have shape"):
         native.sla(qkv, np.ascontiguousarray(positional.T), H)
+
+
+def test_head_widths_past_the_limit_are_refused_before_any_allocation():
+    """XCA and SLA stage d x d per head: a 3-token input with d = 2^20 would ask for 8 TB."""
+    wide = 1 << 20
+    qkv = np.zeros((1, 3, 3 * wide), np.float32)
+    out = np.zeros((1, 3, wide), np.float32)
+    with pytest.raises(ValueError, match="head width 1048576 is above the kernels' limit of 1024"):
+        _native.xca(qkv, np.ones(1, np.float32), out, 1, 1)
+    with pytest.raises(ValueError, match="head width"):
+        _native.sla(qkv, np.zeros((3, wide), np.float32), out, 1, 1)
+    with pytest.raises(InputError, match="head width"):
+        native.xca(qkv, np.ones(1, np.float32), 1)
+
+
+# --- RLMHSA ------------------------------------------------------------------------------------
+
+PH, PD, PN, PM = 2, 4, 7, 3  # heads, head width, tokens, keys
+PC = PH * PD
+
+
+def pooled_good():
+    rng = np.random.default_rng(1)
+    return (rng.standard_normal((B, PC, PN)).astype(np.float32), rng.standard_normal((B, 2 * PC, PM)).astype(np.float32),
+            np.zeros((B, PC, PN), np.float32))
+
+
+def _pooled_cases():
+    q, kv, out = pooled_good()
+    flat = np.zeros(B * PC * PN * 2, np.float32)
+    return [
+        ("float64 q", dict(q=q.astype(np.float64)), TypeError),
+        ("int32 kv", dict(kv=kv.astype(np.int32)), TypeError),
+        ("4-D q", dict(q=q[None]), TypeError),
+        ("2-D kv", dict(kv=kv[0]), TypeError),
+        ("None q", dict(q=None), TypeError),
+        ("transposed q view", dict(q=np.zeros((B, PN, PC), np.float32).transpose(0, 2, 1)), TypeError),
+        ("heads 0", dict(heads=0), ValueError),
+        ("heads negative", dict(heads=-1), ValueError),
+        ("heads not dividing", dict(heads=3), ValueError),
+        ("kv with C channels", dict(kv=kv[:, :PC].copy()), ValueError),
+        ("kv of another batch", dict(kv=np.zeros((B + 1, 2 * PC, PM), np.float32)), ValueError),
+        ("out of another shape", dict(out=np.zeros((B, PC, PN + 1), np.float32)), ValueError),
+        ("empty tokens", dict(q=np.zeros((B, PC, 0), np.float32), out=np.zeros((B, PC, 0), np.float32)), ValueError),
+        ("empty keys", dict(kv=np.zeros((B, 2 * PC, 0), np.float32)), ValueError),
+        ("out overlapping q", dict(q=flat[:B * PC * PN].reshape(B, PC, PN), out=flat[B * PC * PN - 1:][:B * PC * PN]
+                                    .reshape(B, PC, PN)), ValueError),
+    ]
+
+
+POOLED_CASES = _pooled_cases()
+
+
+@pytest.mark.parametrize("name, kwargs, expected", POOLED_CASES, ids=[c[0] for c in POOLED_CASES])
+def test_raw_rlmhsa_raises_on_bad_input_and_leaves_out_untouched(name, kwargs, expected):
+    q, kv, out = pooled_good()
+    args = dict(q=q, kv=kv, out=out, heads=PH)
+    args.update(kwargs)
+    before = args["out"].copy() if isinstance(args["out"], np.ndarray) else None
+    with pytest.raises(expected):
+        _native.rlmhsa(args["q"], args["kv"], args["out"], args["heads"], 1)
+    if before is not None and name != "out overlapping q":
+        np.testing.assert_array_equal(args["out"], before)
+
+
+@pytest.mark.parametrize("q, kv, heads, match", [
+    (np.zeros((B, PC, PN), np.float64), np.zeros((B, 2 * PC, PM), np.float32), PH, "float32"),
+    (np.zeros((PC, PN), np.float32), np.zeros((B, 2 * PC, PM), np.float32), PH, "float32 array of shape"),
+    (np.zeros((B, PC, PN), np.float32), np.zeros((B, PC, PM), np.float32), PH, "kv must have batch"),
+    (np.zeros((B, PC, PN), np.float32), np.zeros((B, 2 * PC, PM), np.float32), 3, "heads x head_dim"),
+    (np.zeros((B, PC, 0), np.float32), np.zeros((B, 2 * PC, PM), np.float32), PH, "is empty"),
+], ids=["float64", "2-D", "kv channels", "heads", "empty"])
+def test_wrapper_rlmhsa_raises_input_error(q, kv, heads, match):
+    with pytest.raises(InputError, match=match):
+        native.rlmhsa(q, kv, heads)

@@ -17,9 +17,8 @@ import numpy as np
 import pytest
 
 from edgevit import native
-from edgevit.native import bindings
 
-from .native_cases import kernels_or_skip, make_inputs
+from .native_cases import kernels_or_skip, make_inputs, make_pooled_inputs
 
 _native = kernels_or_skip()
 torch = pytest.importorskip("torch")
@@ -27,6 +26,7 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from edgevit.models.edgenext_layers import cross_covariance_attention  # noqa: E402
+from edgevit.models.fmvit import pooled_attention  # noqa: E402
 from edgevit.models.slab_layers import simplified_linear_attention  # noqa: E402
 
 ATOL = 1e-5
@@ -146,11 +146,11 @@ def test_threads_give_bitwise_identical_results(shape):
 
 
 def test_threads_through_the_wrapper_on_a_shape_big_enough_to_split():
-    """edgevit.native keeps small calls on one thread; this one is big enough for 2 (4 flops x B N C d > 16e6)."""
+    """The kernels keep small calls on one thread; this one is big enough for 2 (4 flops x B N C d > 16e6)."""
     shape = (2, 256, 4, 64)
     heads = shape[2]
     qkv, temperature, positional = make_inputs(*shape, seed=5)
-    assert bindings._threads(4.0 * 2 * 256 * 256 * 64, 2) == 2
+    assert 4.0 * 2 * 256 * 256 * 64 >= 2 * _native.min_flops_per_thread
     np.testing.assert_array_equal(native.xca(qkv, temperature, heads, threads=2),
                                   native.xca(qkv, temperature, heads, threads=1))
     np.testing.assert_array_equal(native.sla(qkv, positional, heads, threads=2),
@@ -199,7 +199,7 @@ def test_non_contiguous_input_through_the_wrapper_is_made_contiguous():
 def test_status_reports_the_active_kernels():
     status = native.status()
     assert status.active and status.path == "native"
-    assert status.isa == _native.isa() in ("avx2", "baseline")
+    assert status.isa == _native.isa() in ("avx512", "avx2", "baseline")
     assert status.sanitized is bool(_native.sanitized)
     assert status.isa in status.describe()
 
@@ -306,7 +306,7 @@ def test_nan_everywhere_is_nan_everywhere():
 
 # --- the portable (baseline) build -------------------------------------------------------------
 
-BASELINE_SCRIPT = textwrap.dedent("""
+NARROW_BUILD_SCRIPT = textwrap.dedent("""
     import sys
     import numpy as np
     import torch
@@ -314,7 +314,7 @@ BASELINE_SCRIPT = textwrap.dedent("""
     from edgevit.models.edgenext_layers import cross_covariance_attention
     from edgevit.models.slab_layers import simplified_linear_attention
 
-    assert _native.isa() == "baseline", _native.isa()
+    assert _native.isa() == sys.argv[2], _native.isa()
     worst = 0.0
     for batch, tokens, heads, dim in [(1, 1, 1, 1), (2, 3, 7, 13), (1, 49, 4, 64), (3, 21, 8, 3),
                                       (2, 63, 3, 73), (1, 17, 2, 33), (2, 9, 5, 22)]:
@@ -334,19 +334,38 @@ BASELINE_SCRIPT = textwrap.dedent("""
             ref = simplified_linear_attention(torch.from_numpy(qkv).double(),
                                               torch.from_numpy(positional).double(), heads).numpy()
             worst = max(worst, float(np.abs(out - ref).max()))
+    from edgevit.models.fmvit import pooled_attention
+    for batch, heads, dim, tokens, keys in [(1, 1, 8, 1, 1), (2, 3, 16, 45, 7), (1, 2, 32, 300, 49), (2, 1, 5, 17, 3)]:
+        rng = np.random.default_rng(tokens + keys)
+        C = heads * dim
+        q = (rng.standard_normal((batch, C, tokens)) / np.sqrt(dim)).astype(np.float32)
+        kv = rng.standard_normal((batch, 2 * C, keys)).astype(np.float32)
+        ref = pooled_attention(torch.from_numpy(q).double().reshape(batch, C, tokens, 1),
+                               torch.from_numpy(kv).double().reshape(batch, 2 * C, keys, 1), heads)
+        for threads in (1, 2):
+            out = np.empty_like(q)
+            _native.rlmhsa(q, kv, out, heads, threads)
+            worst = max(worst, float(np.abs(out - ref.reshape(q.shape).numpy()).max()))
     assert worst <= 1e-5, worst
     np.save(sys.argv[1], np.array([worst]))
-    print("baseline ok", worst)
+    print("build ok", sys.argv[2], worst)
 """)
 
 
-def test_baseline_isa_matches_the_reference(tmp_path):
-    env = dict(os.environ, EDGEVIT_NATIVE_ISA="baseline")
+NARROWER = {"avx512": ("avx2", "baseline"), "avx2": ("baseline",), "baseline": ()}
+
+
+@pytest.mark.parametrize("isa", ["avx2", "baseline"])
+def test_narrower_builds_match_the_reference(isa, tmp_path):
+    """The builds this CPU does not pick by default, forced with EDGEVIT_NATIVE_ISA."""
+    if isa not in NARROWER[_native.isa()]:
+        pytest.skip(f"the {isa} build is not a narrower one on this CPU ({_native.isa()})")
+    env = dict(os.environ, EDGEVIT_NATIVE_ISA=isa)
     result = tmp_path / "worst.npy"
-    proc = subprocess.run([sys.executable, "-c", BASELINE_SCRIPT, str(result)], env=env, capture_output=True,
+    proc = subprocess.run([sys.executable, "-c", NARROW_BUILD_SCRIPT, str(result), isa], env=env, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "baseline ok" in proc.stdout
+    assert "build ok" in proc.stdout
     assert float(np.load(result)[0]) <= ATOL
 
 
@@ -374,3 +393,90 @@ def test_baseline_and_default_isa_agree(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert max_abs(np.load(tmp_path / "xca.npy"), native.xca(qkv, temperature, 3)) <= ATOL
     assert max_abs(np.load(tmp_path / "sla.npy"), native.sla(qkv, positional, 3)) <= ATOL
+
+
+# --- RLMHSA (FMViT's attention over pooled keys) ---------------------------------------------
+
+def ref_rlmhsa(q, kv, heads):
+    """pooled_attention in float64, on (B, C, N) / (B, 2C, M) as 1-pixel-wide grids."""
+    out = pooled_attention(torch.from_numpy(q).double()[..., None], torch.from_numpy(kv).double()[..., None], heads)
+    return out[..., 0].numpy()
+
+
+def raw_rlmhsa(q, kv, heads, threads=1):
+    out = np.empty_like(q)
+    _native.rlmhsa(q, kv, out, heads, threads)
+    return out
+
+
+# (batch, heads, head_dim, tokens, keys): head widths 8/16/32 (the zoo's) and odd ones, token
+# counts below, at and across the 16-query groups and 128-query blocks, odd key counts, batch > 1
+POOLED_SHAPES = [
+    (1, 1, 8, 1, 1), (1, 1, 8, 3136, 49), (2, 3, 8, 785, 49), (1, 2, 16, 197, 49), (3, 4, 16, 49, 49),
+    (2, 1, 32, 129, 13), (1, 8, 32, 31, 50), (2, 2, 8, 15, 4), (1, 3, 16, 17, 1), (2, 5, 3, 33, 7),
+    (1, 1, 13, 255, 9), (4, 2, 1, 16, 2), (1, 24, 16, 49, 49), (2, 6, 16, 196, 49),
+]
+
+
+def pooled_id(shape):
+    return "B{}-H{}-d{}-N{}-M{}".format(*shape)
+
+
+@pytest.mark.parametrize("shape", POOLED_SHAPES, ids=pooled_id)
+def test_rlmhsa_matches_the_float64_reference(shape):
+    batch, heads, dim, tokens, keys = shape
+    q, kv = make_pooled_inputs(*shape, seed=sum(shape))
+    out = native.rlmhsa(q, kv, heads)
+    assert out.shape == q.shape and out.dtype == np.float32
+    assert max_abs(out, ref_rlmhsa(q, kv, heads)) <= ATOL
+
+
+@pytest.mark.parametrize("shape", POOLED_SHAPES[1:4] + POOLED_SHAPES[9:11], ids=pooled_id)
+def test_rlmhsa_threads_give_bitwise_identical_results(shape):
+    heads = shape[1]
+    q, kv = make_pooled_inputs(*shape, seed=3)
+    one = raw_rlmhsa(q, kv, heads, 1)
+    for threads in (2, 3, 0):
+        np.testing.assert_array_equal(raw_rlmhsa(q, kv, heads, threads), one)
+    assert max_abs(one, ref_rlmhsa(q, kv, heads)) <= ATOL
+
+
+def test_rlmhsa_takes_grids_and_large_scores():
+    """(B, C, H, W) grids through the wrapper; scores in the hundreds (a sharp softmax) stay exact."""
+    q, kv = make_pooled_inputs(2, 2, 16, 64, 16, seed=4, scale=30.0)
+    out = native.rlmhsa(q.reshape(2, 32, 8, 8), kv.reshape(2, 64, 4, 4), 2)
+    assert out.shape == (2, 32, 8, 8)
+    ref = ref_rlmhsa(q, kv, 2)
+    assert max_abs(out.reshape(q.shape), ref) <= ATOL * max(1.0, float(np.abs(ref).max()))
+
+
+@settings(max_examples=40, deadline=None)
+@given(batch=st.integers(1, 3), heads=st.integers(1, 4), dim=st.sampled_from([1, 3, 8, 16, 24, 32]),
+       tokens=st.integers(1, 300), keys=st.integers(1, 60), seed=st.integers(0, 2 ** 16))
+def test_property_rlmhsa_parity_and_convexity(batch, heads, dim, tokens, keys, seed):
+    """Parity, and each output is a convex combination of its head's values (within rounding)."""
+    q, kv = make_pooled_inputs(batch, heads, dim, tokens, keys, seed=seed)
+    out = native.rlmhsa(q, kv, heads)
+    assert max_abs(out, ref_rlmhsa(q, kv, heads)) <= ATOL
+    v = kv[:, heads * dim:]  # (B, C, M)
+    slack = 1e-5
+    assert np.all(out >= v.min(axis=2, keepdims=True) - slack) and np.all(out <= v.max(axis=2, keepdims=True) + slack)
+
+
+@pytest.mark.parametrize("part", ["q", "k", "v"])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
+def test_rlmhsa_nan_and_inf_propagate_as_in_the_reference(part, value):
+    batch, heads, dim, tokens, keys = 2, 3, 8, 40, 7
+    q, kv = make_pooled_inputs(batch, heads, dim, tokens, keys, seed=6)
+    channels = heads * dim
+    if part == "q":
+        q[1, dim + 2, 21] = value  # head 1, token 21
+    else:
+        kv[1, (0 if part == "k" else channels) + dim + 2, 3] = value  # head 1, key 3
+    out = native.rlmhsa(q, kv, heads)
+    with np.errstate(invalid="ignore", over="ignore"):
+        ref = ref_rlmhsa(q, kv, heads)
+    np.testing.assert_array_equal(np.isfinite(out), np.isfinite(ref))
+    finite = np.isfinite(ref)
+    assert max_abs(out[finite], ref[finite]) <= ATOL
+    assert np.isfinite(out[0]).all() and np.isfinite(out[1, :dim]).all() and np.isfinite(out[1, 2 * dim:]).all()

@@ -16,34 +16,18 @@ import pytest
 import torch
 
 import edgevit
+import edgevit.models.fmvit
 from edgevit import native
 from edgevit.errors import ExportError, InputError, MissingDependencyError
-from edgevit.models.deit import build_deit
-from edgevit.models.edgenext import EdgeNeXt
 from edgevit.native.torch_ops import NativeXCA, attention_modules, attention_path, use_native
+
+from .native_cases import small_edgenext, small_fmvit, small_slab
 
 if not native.available() and os.environ.get("CI") != "true":
     pytest.skip(f"native kernels not built: {native.status().reason}", allow_module_level=True)
 
 
-def small_edgenext() -> EdgeNeXt:
-    torch.manual_seed(0)
-    model = EdgeNeXt(num_classes=5, depths=(1, 1, 1, 1), dims=(8, 16, 24, 32), heads=(2, 2, 2, 2)).eval()
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "gamma" in name:
-                param.fill_(1.0)
-            if name.endswith("temperature"):
-                param.uniform_(0.5, 2.0)
-    return model
-
-
-def small_slab() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return build_deit(img_size=32, patch_size=8, embed_dim=24, depth=2, num_heads=2, num_classes=3).eval()
-
-
-@pytest.mark.parametrize("build, size", [(small_edgenext, 64), (small_slab, 32)])
+@pytest.mark.parametrize("build, size", [(small_edgenext, 64), (small_slab, 32), (small_fmvit, 64)])
 def test_use_native_keeps_outputs_and_weights(build, size):
     model = build()
     x = torch.randn(3, 3, size, size)
@@ -61,7 +45,7 @@ def test_use_native_keeps_outputs_and_weights(build, size):
 
 
 def test_use_native_refuses_a_model_without_custom_attention():
-    with pytest.raises(InputError, match="no XCA or simplified linear attention"):
+    with pytest.raises(InputError, match="no XCA, simplified linear attention or RLMHSA"):
         use_native(torch.nn.Linear(3, 3))
 
 
@@ -82,21 +66,34 @@ def test_torch_export_traces_the_ops_as_single_nodes():
     assert fake.shape == (2, 5, 4) and fake.device.type == "meta"
 
 
-@pytest.mark.parametrize("op, reference", [
-    ("xca", edgevit.models.edgenext_layers.cross_covariance_attention),
-    ("sla", edgevit.models.slab_layers.simplified_linear_attention),
-])
-def test_gradients_match_the_reference(op, reference):
+GRADIENT_CASES = {  # op: (reference, first input, second input, heads)
+    "xca": (edgevit.models.edgenext_layers.cross_covariance_attention, (2, 16, 36), (3,)),
+    "sla": (edgevit.models.slab_layers.simplified_linear_attention, (2, 16, 36), (16, 12)),
+    "rlmhsa": (edgevit.models.fmvit.pooled_attention, (2, 12, 4, 5), (2, 24, 2, 3)),
+}
+
+
+@pytest.mark.parametrize("op", GRADIENT_CASES)
+def test_gradients_match_the_reference(op):
+    reference, first_shape, second_shape = GRADIENT_CASES[op]
     torch.manual_seed(1)
-    qkv = torch.randn(2, 16, 3 * 12, dtype=torch.float32)
-    other = torch.rand(3) + 0.5 if op == "xca" else torch.randn(16, 12)
+    first = torch.randn(*first_shape)
+    second = torch.rand(*second_shape) + 0.5 if op == "xca" else torch.randn(*second_shape)
     grads = []
     for fn in (getattr(torch.ops.edgevit, op), reference):
-        a, b = qkv.clone().requires_grad_(), other.clone().requires_grad_()
+        a, b = first.clone().requires_grad_(), second.clone().requires_grad_()
         (fn(a, b, 3) ** 2).sum().backward()
         grads.append((a.grad, b.grad))
     for got, want in zip(grads[0], grads[1]):
         assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_torch_export_traces_rlmhsa_as_one_node_per_attention():
+    model = use_native(small_fmvit())
+    program = torch.export.export(model, (torch.randn(1, 3, 64, 64),))
+    targets = [str(node.target) for node in program.graph.nodes if node.op == "call_function"]
+    assert targets.count("edgevit.rlmhsa.default") == len(attention_modules(model)) == 4
+    assert not any("softmax" in t for t in targets)
 
 
 def test_other_dtypes_use_the_reference_path():
@@ -128,8 +125,13 @@ def test_cli_info_native_says_which_path(tmp_path):
     cli = [sys.executable, "-m", "edgevit"]
     active = subprocess.run(cli + ["--json", "info", "--native"], capture_output=True, text=True, timeout=120)
     assert active.returncode == 0, active.stderr
-    assert json.loads(active.stdout) == {"path": "native", "isa": native.status().isa, "sanitized": False,
-                                         "reason": None}
+    from edgevit.native import ort_library
+
+    library = ort_library.status()
+    assert json.loads(active.stdout) == {
+        "path": "native", "isa": native.status().isa, "sanitized": False, "reason": None,
+        "ort_library": str(library.path) if library.path else None, "ort_library_reason": library.reason or None,
+        "onnx_runtime": ort_library.onnx_runtime_path()}
     off = subprocess.run(cli + ["info", "--native"], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "EDGEVIT_NATIVE": "0"})
     assert off.returncode == 0 and "reference PyTorch ops (EDGEVIT_NATIVE=0)" in off.stdout
@@ -138,12 +140,10 @@ def test_cli_info_native_says_which_path(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def native_onnx(tmp_path_factory):
+def native_onnx(native_exports):
     """The small EdgeNeXt exported with --native-ops, verified on the way (edgevit.export)."""
-    model = small_edgenext()
-    model.input_size = (3, 64, 64)
-    out = tmp_path_factory.mktemp("native_onnx")
-    return model, edgevit.export(model, "onnx", out, native_ops=True, num_inputs=2)
+    model, _, result = native_exports["edgenext"]
+    return model, result
 
 
 def test_native_ops_export_has_one_node_per_attention_and_verifies(native_onnx):
@@ -156,7 +156,7 @@ def test_native_ops_export_has_one_node_per_attention_and_verifies(native_onnx):
     custom = [n for n in graph.graph.node if n.domain == "ai.edgevit"]
     assert [n.op_type for n in custom] == ["XCA"] * len(attention_modules(model))
     assert not any(n.op_type == "Softmax" for n in graph.graph.node)
-    assert result.form is None  # the target form would route around the native ops: exported as trained
+    assert result.form["form"] == "channels_last"  # the native ops run inside the ONNX target form
 
 
 def test_native_onnx_runs_in_onnx_runtime_with_the_kernels(native_onnx):
@@ -169,10 +169,11 @@ def test_native_onnx_runs_in_onnx_runtime_with_the_kernels(native_onnx):
     assert np.abs(got - expected).max() < 1e-5
 
 
-def test_native_onnx_needs_onnxruntime_extensions(native_onnx, monkeypatch):
+def test_native_onnx_without_the_library_needs_onnxruntime_extensions(native_onnx, monkeypatch):
     from edgevit.native import onnx_nodes as module
 
     module._register_ops.cache_clear()
+    monkeypatch.setenv("EDGEVIT_ORT_LIBRARY", "0")  # the fallback: without libedgevit_ort.so
     monkeypatch.setitem(sys.modules, "onnxruntime_extensions", None)
     try:
         with pytest.raises(MissingDependencyError, match="onnxruntime-extensions"):
@@ -200,6 +201,6 @@ def test_native_ops_is_an_onnx_only_option(tmp_path):
         edgevit.export(model, "tflite", tmp_path, native_ops=True)
     plain = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 2))
     plain.input_size = (3, 2, 2)
-    with pytest.raises(ExportError, match="no XCA or simplified linear attention"):
+    with pytest.raises(ExportError, match="no XCA, simplified linear attention or RLMHSA"):
         edgevit.export(plain, "onnx", tmp_path, native_ops=True)
     assert not list(tmp_path.iterdir())

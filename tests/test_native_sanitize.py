@@ -1,8 +1,9 @@
 """The sanitizer build: edgevit._native compiled with ASan + UBSan, stressed by tests/native_stress.py.
 
 Builds the extension with ``-DEDGEVIT_SANITIZE=ON`` into a temporary directory (about 30-40 s on
-two cores), then runs the stress script twice (the default ISA, then EDGEVIT_NATIVE_ISA=baseline:
-the variable is read once per process) against that build, with libasan preloaded into Python.
+two cores), then runs the stress script three times (the default ISA, then EDGEVIT_NATIVE_ISA=avx2 and
+=baseline: the variable is read once per process; on a CPU without AVX-512 the avx2 run repeats
+the default) against that build, with libasan preloaded into Python.
 
 Skipped when cmake, g++, libasan or nanobind is missing, except under CI=true, where that fails.
 Select it alone with ``pytest -m sanitizer``; CI runs it with the rest.
@@ -110,8 +111,8 @@ def test_sanitizer_build_asan_ubsan_stress(toolchain, sanitized_build):
                    _asan_env(toolchain, sanitized_build))
     assert control.returncode != 0 and "heap-buffer-overflow" in control.stderr, _tail(control.stderr)
 
-    for isa in ("default", "baseline"):
-        extra = {} if isa == "default" else {"EDGEVIT_NATIVE_ISA": "baseline"}
+    for isa in ("default", "avx2", "baseline"):
+        extra = {} if isa == "default" else {"EDGEVIT_NATIVE_ISA": isa}
         proc = _run([sys.executable, str(STRESS), "--require-sanitized", "--one-isa"],
                     _asan_env(toolchain, sanitized_build, **extra))
         report = f"stress ({isa} ISA) exit {proc.returncode}\nstdout:\n{_tail(proc.stdout)}\nstderr:\n{_tail(proc.stderr, 120)}"
@@ -122,3 +123,28 @@ def test_sanitizer_build_asan_ubsan_stress(toolchain, sanitized_build):
         assert " 0 failures" in proc.stdout, report
         if isa == "baseline":
             assert "isa=baseline" in proc.stdout, report
+
+
+@pytest.mark.sanitizer
+def test_sanitizer_build_of_the_onnx_runtime_library_on_hostile_graphs(toolchain, sanitized_build):
+    """libedgevit_ort.so with ASan + UBSan inside ONNX Runtime: every hostile single-node graph
+    fails with a clear status, the ops match float64, and the sanitizers report nothing."""
+    from .ort_custom_ops import EXPECTED
+
+    library = sanitized_build / "libedgevit_ort.so"
+    if not library.is_file():
+        _missing("ONNX Runtime's headers for libedgevit_ort.so (python native/fetch_ort_headers.py)")
+    pytest.importorskip("onnxruntime")
+    assert b"__asan_report_load" in library.read_bytes(), f"{library} is not instrumented"
+    proc = _run([sys.executable, str(ROOT / "tests" / "ort_custom_ops.py"), str(library)],
+                _asan_env(toolchain, sanitized_build))
+    report = f"exit {proc.returncode}\nstdout:\n{_tail(proc.stdout)}\nstderr:\n{_tail(proc.stderr, 120)}"
+    assert proc.returncode == 0, report
+    for marker in SANITIZER_ERRORS:
+        assert marker not in proc.stderr, report
+    import json
+
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    for name, fragment in EXPECTED.items():
+        assert fragment in result["hostile"][name], (name, result["hostile"][name])
+    assert max(result["parity"].values()) <= 1e-5, result["parity"]

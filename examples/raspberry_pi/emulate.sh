@@ -8,15 +8,19 @@
 # 2. Here ($PYTHON, with edgevit's workstation profile): trains edgenext_xx_small on digits,
 #    exports fp32, fp16 and int8 .tflite files and fp32 and int8 .onnx files, runs the
 #    boards' demos on 32 images, and writes the native kernels' parity cases (float64
-#    torch references).
-# 3. In the root: builds an edgevit wheel from this checkout (the C++ kernels compiled for
-#    aarch64, through ninja: the root has g++ but no make), installs it with ai-edge-litert
+#    torch references), and the trained model exported standard and with --native-ops,
+#    single-node graphs of each custom op, and x86's outputs of all of them.
+# 3. In the root: builds an edgevit wheel from this checkout (the C++ kernels and
+#    libedgevit_ort.so compiled for aarch64, against ONNX Runtime's headers from
+#    native/fetch_ort_headers.py; through ninja: the root has g++ but no make), installs it with ai-edge-litert
 #    (the Pi's setup.sh), with tflite-runtime (numpy<2) and with onnxruntime (the Jetson's
 #    setup.sh, PyPI's CPU build) in three venvs;
 #    runs the Pi demo on the .tflite files in the first two, the Jetson demo (its CPU
-#    fallback) on the .onnx files in the third, and the kernels on the cases.
+#    fallback) on the .onnx files in the third, the kernels on the cases, and the native graphs
+#    through libedgevit_ort.so in a process that imports onnxruntime and numpy only.
 # 4. Compares: fp32 logits within 1e-4 of x86, fp16 within the fp16 parity tolerance, int8
-#    top-1 equal, kernels within 1e-5 of the reference. Exit 0 only if all hold.
+#    top-1 equal, kernels within 1e-5 of the reference, the native graphs within 1e-5 of x86's
+#    standard export and of the float64 references. Exit 0 only if all hold.
 #    WORK_DIR/results.json has the numbers; WORK_DIR/timings.txt the wall time of each step
 #    (emulated time: not a speed claim).
 set -euo pipefail
@@ -70,6 +74,7 @@ copy_in() {  # this checkout (tracked and untracked, not ignored), the x86 side'
     rm -rf "$ROOT/opt/edgevit" && mkdir -p "$ROOT/opt/edgevit/src" "$ROOT/opt/edgevit/results"
     (cd "$REPO" && git ls-files -z --cached --others --exclude-standard | tar --null --ignore-failed-read -T - -cf - 2>/dev/null) \
         | tar -C "$ROOT/opt/edgevit/src" -xf -
+    mkdir -p "$ROOT/opt/edgevit/src/build" && cp -r "$REPO/build/ort-headers" "$ROOT/opt/edgevit/src/build/"
     cp -r "$WORK/host" "$ROOT/opt/edgevit/work"
     cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
     cp "$CA_BUNDLE" "$ROOT/opt/edgevit/ca.crt"
@@ -96,9 +101,10 @@ run_demo_in() {  # venv demo suffix: the demo on every *.suffix artifact, scores
 }
 
 timed "host tools and qemu-aarch64 in binfmt_misc" host_tools
+timed "ONNX Runtime's headers (Debian libonnxruntime-dev)" "$PYTHON" "$REPO/native/fetch_ort_headers.py"
 timed "Debian bookworm arm64 root ($ROOT)" build_root
 inside '[ "$(uname -m)" = aarch64 ] && python3 --version' | sed 's/^/[arm64] /'
-rm -rf "$WORK/host" "$WORK/arm64" "$WORK/arm64-kernels.json"
+rm -rf "$WORK/host" "$WORK/arm64" "$WORK/arm64-kernels.json" "$WORK"/arm64-native-ort.*
 timed "x86: train, export .tflite fp32/fp16/int8 and .onnx fp32/int8, demos, kernel cases" \
     "$PYTHON" "$HERE/emulation.py" prepare "$WORK"
 timed "copy the checkout and the artifacts into the root" copy_in
@@ -118,11 +124,15 @@ timed "arm64: Pi demo through tflite-runtime" run_demo_in tflite-runtime raspber
 timed "arm64: Jetson demo through onnxruntime (CPU fallback)" run_demo_in onnx jetson onnx
 timed "arm64: native kernel parity" \
     inside "litert/bin/edgevit info --native && litert/bin/python src/examples/raspberry_pi/emulation.py kernels work/kernel_cases.npz results/kernels.json"
+timed "arm64: --native-ops graphs through libedgevit_ort.so, onnxruntime and numpy only" \
+    inside 'onnx/bin/python -I src/examples/raspberry_pi/emulation.py native-ort "$(ls onnx/lib/python3*/site-packages/edgevit/lib/libedgevit_ort.so)" work/native results/native-ort.json'
 mkdir -p "$WORK/arm64"
 cp -r "$ROOT/opt/edgevit/results/litert" "$WORK/arm64/ai-edge-litert"
 cp -r "$ROOT/opt/edgevit/results/tflite-runtime" "$WORK/arm64/tflite-runtime"
 cp -r "$ROOT/opt/edgevit/results/onnx" "$WORK/arm64/onnxruntime"
 cp "$ROOT/opt/edgevit/results/kernels.json" "$WORK/arm64-kernels.json"
+cp "$ROOT/opt/edgevit/results/native-ort.json" "$WORK/arm64-native-ort.json"
+cp "$ROOT/opt/edgevit/results/native-ort.npz" "$WORK/arm64-native-ort.npz"
 cp "$ROOT"/opt/edgevit/dist/edgevit-*.whl "$WORK/"
 say "compare (total $(( SECONDS - STARTED )) s)"
 echo "total: $(( SECONDS - STARTED )) s" >> "$WORK/timings.txt"

@@ -2,6 +2,7 @@
 
     python emulation.py prepare WORK   # here (workstation profile): artifacts, images, x86 scores, kernel cases
     python emulation.py kernels CASES OUT.json   # in the arm64 root (device profile): the C++ kernels' parity
+    python -I emulation.py native-ort LIBRARY DIR OUT.json   # in the arm64 root: onnxruntime + numpy only
     python emulation.py compare WORK   # here: arm64 scores against x86 ones -> WORK/results.json, exit 1 on a mismatch
 
 The model is edgenext_xx_small trained briefly on scikit-learn's digits (64x64), so int8
@@ -68,6 +69,85 @@ def prepare(work: Path) -> None:
         print(f"exported {artifact.name}: {result.size_bytes / 1e6:.2f} MB", flush=True)
         demo(sys.executable, artifact, host / "images", host / "x86" / f"{artifact.name}.npz")
     write_kernel_cases(host / "kernel_cases.npz")
+    write_native_ort_cases(model, data, common, host / "native")
+
+
+def write_native_ort_cases(model, data, common: dict, folder: Path) -> None:
+    """What the arm64 root runs with libedgevit_ort.so and nothing of edgevit: the trained model
+    exported standard and with --native-ops (XCA nodes), one graph per custom op (XCA, SLA,
+    RLMHSA) on seeded inputs, and x86's outputs of all of them."""
+    import edgevit
+    import torch
+    from onnx import TensorProto, helper
+
+    from edgevit.models.fmvit import pooled_attention
+    from edgevit.native import ort_library
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for kind in ("standard", "native"):
+        result = edgevit.export(model, "onnx", folder / f"export-{kind}", native_ops=kind == "native", **common)
+        (folder / f"model-{kind}.onnx").write_bytes(result.path.read_bytes())
+    inputs = {"model": data.x_test[:IMAGES].astype(np.float32)}
+    rng = np.random.default_rng(7)
+    ops = {"XCA": (rng.standard_normal((2, 49, 3 * 4 * 12)), rng.uniform(0.25, 2.5, 4), 4),
+           "SLA": (rng.standard_normal((2, 49, 3 * 3 * 64)), 0.5 * rng.standard_normal((49, 3 * 64)), 3),
+           "RLMHSA": (rng.standard_normal((2, 2 * 16, 28, 28)) / 4, rng.standard_normal((2, 4 * 16, 7, 7)), 2)}
+    for op, (first, second, heads) in ops.items():
+        node = helper.make_node(op, ["a", "b"], ["y"], domain="ai.edgevit", heads=heads)
+        graph = helper.make_graph([node], op, [helper.make_tensor_value_info(n, TensorProto.FLOAT, None)
+                                               for n in ("a", "b")],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+        model_proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18),
+                                                              helper.make_opsetid("ai.edgevit", 1)])
+        (folder / f"op-{op}.onnx").write_bytes(model_proto.SerializeToString())
+        inputs[f"{op}_a"], inputs[f"{op}_b"] = first.astype(np.float32), second.astype(np.float32)
+    np.savez(folder / "inputs.npz", **inputs)
+    # float64 references of the single ops
+    q64 = {op: torch.from_numpy(inputs[f"{op}_a"]).double() for op in ops}
+    from edgevit.models.edgenext_layers import cross_covariance_attention
+    from edgevit.models.slab_layers import simplified_linear_attention
+
+    references = {
+        "XCA": cross_covariance_attention(q64["XCA"], torch.from_numpy(inputs["XCA_b"]).double(), 4),
+        "SLA": simplified_linear_attention(q64["SLA"], torch.from_numpy(inputs["SLA_b"]).double(), 3),
+        "RLMHSA": pooled_attention(q64["RLMHSA"], torch.from_numpy(inputs["RLMHSA_b"]).double(), 2),
+    }
+    np.savez(folder / "references.npz", **{op: ref.numpy() for op, ref in references.items()})
+    x86 = run_native_ort(str(ort_library.path()), folder)
+    np.savez(folder / "x86.npz", **x86)
+
+
+def run_native_ort(library: str, folder: Path) -> dict[str, np.ndarray]:
+    """Every graph of ``folder`` in ONNX Runtime with ``library`` registered: onnxruntime and numpy only."""
+    import onnxruntime as ort
+
+    def session(path: Path, with_library: bool):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 2
+        if with_library:
+            options.register_custom_ops_library(library)
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    inputs = np.load(folder / "inputs.npz")
+    outputs = {}
+    for kind in ("standard", "native"):
+        model = session(folder / f"model-{kind}.onnx", kind == "native")
+        name = model.get_inputs()[0].name
+        outputs[f"model-{kind}"] = np.concatenate([model.run(None, {name: x[None]})[0] for x in inputs["model"]])
+    for op in ("XCA", "SLA", "RLMHSA"):
+        outputs[op] = session(folder / f"op-{op}.onnx", True).run(None, {"a": inputs[f"{op}_a"],
+                                                                          "b": inputs[f"{op}_b"]})[0]
+    return outputs
+
+
+def native_ort(library: str, folder: Path, out: Path) -> int:
+    """The arm64 side of the no-Python test: run every graph, save the outputs, say what was imported."""
+    outputs = run_native_ort(library, folder)
+    np.savez(out.with_suffix(".npz"), **outputs)
+    loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("edgevit", "torch", "onnxruntime_extensions"))
+    out.write_text(json.dumps({"library": library, "loaded": loaded}))
+    print(f"libedgevit_ort on arm64: {len(outputs)} graphs run; modules of edgevit/torch loaded: {loaded or 'none'}")
+    return 0 if not loaded else 1
 
 
 def demo(python: str, artifact: Path, images: Path, save: Path) -> None:
@@ -156,7 +236,9 @@ def compare(work: Path) -> int:
                          "accuracy_arm64": float((arm["scores"].argmax(1) == truth).mean()), "passed": ok})
     kernel = json.loads((work / "arm64-kernels.json").read_text())
     passed &= kernel["passed"]
-    report = {"passed": passed, "demo": rows, "kernels": kernel,
+    native = compare_native_ort(work)
+    passed &= native["passed"]
+    report = {"passed": passed, "demo": rows, "kernels": kernel, "native_ort": native,
               "timings": (work / "timings.txt").read_text().splitlines() if (work / "timings.txt").exists() else []}
     (work / "results.json").write_text(json.dumps(report, indent=1))
     print(f"{'runtime':<18}{'artifact':<13}{'max |x86 - arm64|':>18}{'limit':>9}  top-1 equal  accuracy x86/arm64")
@@ -166,8 +248,30 @@ def compare(work: Path) -> int:
               f"  {r['accuracy_x86']:.3f} / {r['accuracy_arm64']:.3f}")
     print(f"native kernels ({kernel['isa']}): max error {kernel['max_err']} against the float64 reference, "
           f"{len(kernel['cases'])} shapes x 2 kernels x 2 thread counts: {'passed' if kernel['passed'] else 'FAILED'}")
+    print(f"libedgevit_ort on arm64, no Python in the loop: native model vs x86's standard export "
+          f"{native['model_vs_x86_standard']:.3g}, single ops vs float64 {native['ops_vs_reference']:.3g}, "
+          f"vs x86 {native['ops_vs_x86']:.3g} (limit {KERNEL_ATOL:g}): {'passed' if native['passed'] else 'FAILED'}")
     print("PASSED" if passed else "FAILED")
     return 0 if passed else 1
+
+
+def compare_native_ort(work: Path) -> dict:
+    """arm64's runs of the native graphs against x86's standard export, x86's runs and float64."""
+    x86, arm = np.load(work / "host" / "native" / "x86.npz"), np.load(work / "arm64-native-ort.npz")
+    references = np.load(work / "host" / "native" / "references.npz")
+    meta = json.loads((work / "arm64-native-ort.json").read_text())
+    ops = ("XCA", "SLA", "RLMHSA")
+    row = {
+        "model_vs_x86_standard": float(np.abs(arm["model-native"] - x86["model-standard"]).max()),
+        "model_vs_x86_native": float(np.abs(arm["model-native"] - x86["model-native"]).max()),
+        "ops_vs_reference": max(float(np.abs(arm[op] - references[op]).max()) for op in ops),
+        "ops_vs_x86": max(float(np.abs(arm[op] - x86[op]).max()) for op in ops),
+        "top1_equal": bool((arm["model-native"].argmax(1) == x86["model-standard"].argmax(1)).all()),
+        "modules_loaded": meta["loaded"],
+    }
+    row["passed"] = bool(not meta["loaded"] and row["top1_equal"] and max(
+        row["model_vs_x86_standard"], row["ops_vs_reference"], row["ops_vs_x86"]) <= KERNEL_ATOL)
+    return row
 
 
 def main(argv: list[str]) -> int:
@@ -176,6 +280,8 @@ def main(argv: list[str]) -> int:
         return 0
     if len(argv) >= 3 and argv[0] == "kernels":
         return kernels(Path(argv[1]), Path(argv[2]))
+    if len(argv) >= 4 and argv[0] == "native-ort":
+        return native_ort(argv[1], Path(argv[2]), Path(argv[3]))
     if len(argv) >= 2 and argv[0] == "compare":
         return compare(Path(argv[1]))
     print(__doc__, file=sys.stderr)

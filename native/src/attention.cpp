@@ -1,60 +1,92 @@
 #include "attention.hpp"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <string>
+#include <thread>
 
-#include "kernels.hpp"
 #include "threadpool.hpp"
 
 namespace edgevit {
 namespace {
 
-using Task = void (*)(const float*, const float*, float*, const AttentionShape&, int64_t);
+enum class Isa { baseline, avx2, avx512 };
 
-// AVX2 + FMA when the CPU has them, unless EDGEVIT_NATIVE_ISA=baseline asks for the portable build.
-bool use_avx2() {
+// The widest build this CPU runs: AVX-512 (16 lanes), AVX2 + FMA (8), else the portable one.
+// EDGEVIT_NATIVE_ISA=avx2 or =baseline asks for a narrower one.
+Isa chosen_isa() {
 #if defined(EDGEVIT_HAS_AVX2_BUILD) && (defined(__GNUC__) || defined(__clang__))
-    static const bool chosen = [] {
+    static const Isa chosen = [] {
         const char* forced = std::getenv("EDGEVIT_NATIVE_ISA");
-        if (forced != nullptr && std::strcmp(forced, "baseline") == 0) return false;
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        const std::string cap = forced ? forced : "";
+        const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+                            __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw");
+        if (cap == "baseline" || !avx2) return Isa::baseline;
+        if (cap == "avx2" || !avx512) return Isa::avx2;
+        return Isa::avx512;
     }();
     return chosen;
 #else
-    return false;
+    return Isa::baseline;
 #endif
 }
 
-// Runs the build of `task` that use_avx2() picks, one call per (batch, head).
-void run(Task portable, Task avx2_task, const float* qkv, const float* extra, float* out,
-         const AttentionShape& shape, int threads) {
-    Task task = portable;
 #ifdef EDGEVIT_HAS_AVX2_BUILD
-    if (use_avx2()) task = avx2_task;
+#define EDGEVIT_PICK(name) \
+    (chosen_isa() == Isa::avx512 ? avx512::name : chosen_isa() == Isa::avx2 ? avx2::name : baseline::name)
 #else
-    (void)avx2_task;
-#endif
-    parallel_for(shape.batch * shape.heads, threads, [&](int64_t t) { task(qkv, extra, out, shape, t); });
-}
-
-#ifdef EDGEVIT_HAS_AVX2_BUILD
-#define EDGEVIT_BUILDS(name) baseline::name, avx2::name
-#else
-#define EDGEVIT_BUILDS(name) baseline::name, nullptr
+#define EDGEVIT_PICK(name) baseline::name
 #endif
 
 }  // namespace
 
-void xca_forward(const float* qkv, const float* temperature, float* out, int64_t batch, int64_t tokens,
-                 int64_t heads, int64_t dim, int threads) {
-    run(EDGEVIT_BUILDS(xca_task), qkv, temperature, out, AttentionShape{batch, tokens, heads, dim}, threads);
+std::string shape_error(Attention op, const AttentionShape& s) {
+    const char* name = op == Attention::xca ? "XCA" : op == Attention::sla ? "SLA" : "RLMHSA";
+    if (s.batch <= 0 || s.tokens <= 0 || s.heads <= 0 || s.dim <= 0 || (op == Attention::rlmhsa && s.keys <= 0))
+        return std::string(name) + ": the inputs must not be empty";
+    if (op != Attention::rlmhsa && s.dim > kMaxHeadDim)
+        return std::string(name) + ": head width " + std::to_string(s.dim) + " is above the kernels' limit of " +
+               std::to_string(kMaxHeadDim);
+    return "";
 }
 
-void sla_forward(const float* qkv, const float* positional, float* out, int64_t batch, int64_t tokens,
-                 int64_t heads, int64_t dim, int threads) {
-    run(EDGEVIT_BUILDS(sla_task), qkv, positional, out, AttentionShape{batch, tokens, heads, dim}, threads);
+AttentionJob plan(Attention op, const AttentionShape& s) {
+    const double heads = static_cast<double>(s.batch * s.heads), d = static_cast<double>(s.dim);
+    const double n = static_cast<double>(s.tokens);
+    AttentionJob job{nullptr, s.batch * s.heads, 4.0 * heads * n * d * d};
+    switch (op) {
+        case Attention::xca: job.task = EDGEVIT_PICK(xca_task); break;
+        case Attention::sla: job.task = EDGEVIT_PICK(sla_task); break;
+        case Attention::rlmhsa: {
+            const int64_t block = kRlmhsaQueryBlock;
+            job.task = EDGEVIT_PICK(rlmhsa_task);
+            job.tasks = s.batch * s.heads * ((s.tokens + block - 1) / block);
+            job.flops = (4.0 * d + 8.0) * heads * n * static_cast<double>(s.keys);
+            break;
+        }
+    }
+    return job;
 }
 
-const char* active_isa() { return use_avx2() ? "avx2" : "baseline"; }
+int AttentionJob::threads_for(double min_flops) const {
+    return static_cast<int>(std::clamp(flops / min_flops, 1.0, static_cast<double>(std::min<int64_t>(tasks, 1024))));
+}
+
+void run(const AttentionJob& job, const float* a, const float* b, float* out, const AttentionShape& shape,
+         int threads) {
+    if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    parallel_for(job.tasks, std::min(threads, job.threads_for(kMinFlopsPerThread)),
+                 [&](int64_t t) { job.task(a, b, out, shape, t); });
+}
+
+const char* active_isa() {
+    switch (chosen_isa()) {
+        case Isa::avx512: return "avx512";
+        case Isa::avx2: return "avx2";
+        default: return "baseline";
+    }
+}
 
 }  // namespace edgevit

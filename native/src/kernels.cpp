@@ -1,8 +1,10 @@
-// XCA and simplified linear attention on one (batch, head): staged operands, then small
-// register-tiled products written with GCC/Clang vector extensions (8 fp32 lanes), which
-// the compiler maps to the target's registers (AVX2, 2 x SSE2, 2 x NEON).
+// XCA, simplified linear attention and RLMHSA on one (batch, head) or block of queries:
+// staged operands, then small register-tiled products written with GCC/Clang vector
+// extensions (8 fp32 lanes, 16 in the AVX-512 build), which the compiler maps to the
+// target's registers (AVX-512, AVX2, 2 x SSE2, 2 x NEON).
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -16,9 +18,12 @@ namespace edgevit {
 namespace EDGEVIT_ISA {
 namespace {
 
-typedef float vf8 __attribute__((vector_size(32)));
-typedef int32_t vi8 __attribute__((vector_size(32)));
-constexpr int64_t kLanes = 8;
+#ifndef EDGEVIT_VECTOR_BYTES
+#define EDGEVIT_VECTOR_BYTES 32  // 8 fp32 lanes; the avx512 build sets 64 (16 lanes)
+#endif
+typedef float vf8 __attribute__((vector_size(EDGEVIT_VECTOR_BYTES)));
+typedef int32_t vi8 __attribute__((vector_size(EDGEVIT_VECTOR_BYTES)));
+constexpr int64_t kLanes = EDGEVIT_VECTOR_BYTES / 4;
 constexpr int kTileRows = 6;  // 6 x 2 vectors: 12 accumulators fit in 16 registers
 constexpr int kTileVecs = 2;
 
@@ -31,8 +36,14 @@ inline vf8 load(const float* p) {
 inline void store(float* p, vf8 v) { std::memcpy(p, &v, sizeof v); }
 
 // Lanes [0, count) of a vector; all of them when count >= 8.
+inline vi8 lane_indices() {
+    vi8 lane;
+    for (int l = 0; l < kLanes; ++l) lane[l] = l;
+    return lane;
+}
+
 inline vi8 lanes_below(int64_t count) {
-    const vi8 lane = {0, 1, 2, 3, 4, 5, 6, 7};
+    static const vi8 lane = lane_indices();
     const int32_t limit = static_cast<int32_t>(std::min<int64_t>(count, kLanes));
     return lane < limit;
 }
@@ -57,10 +68,10 @@ inline vf8 relu(vf8 x) {
 // exp(x) lane by lane: 2^n * p(r) with x = n ln2 + r, |r| <= ln2 / 2, a degree-6 polynomial
 // (Cephes' expf coefficients); relative error below 2e-7. Inputs are clamped to [-87.3, 88.7].
 inline vf8 exp8(vf8 x) {
-    const vf8 hi = x - x + 88.7f, lo = x - x - 87.3f;
+    const vf8 hi = vf8{} + 88.7f, lo = vf8{} - 87.3f;
     x = x > hi ? hi : x;
     x = x < lo ? lo : x;
-    const vf8 magic = x - x + 12582912.f;  // 1.5 * 2^23: adding it rounds to an integer
+    const vf8 magic = vf8{} + 12582912.f;  // 1.5 * 2^23: adding it rounds to an integer
     const vf8 n = (x * 1.44269504f + magic) - magic;
     const vf8 r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
     vf8 poly = r * 1.9875691500e-4f + 1.3981999507e-3f;
@@ -206,7 +217,7 @@ void xca_task(const float* qkv, const float* temperature, float* out, const Atte
 
     // attn = softmax(temperature * gram / (|q_i| |k_j|)), with F.normalize's 1e-12 floor
     const float temp = temperature[hd.h];
-    const vf8 tiny = {1e-12f, 1e-12f, 1e-12f, 1e-12f, 1e-12f, 1e-12f, 1e-12f, 1e-12f};
+    const vf8 tiny = vf8{} + 1e-12f;
     for (int64_t j = 0; j < dp; j += kLanes) {  // kn: 1 / max(|k_j|, 1e-12)
         vf8 norm = load(kn + j);
         for (int l = 0; l < kLanes; ++l) norm[l] = std::sqrt(norm[l]);
@@ -283,6 +294,141 @@ void sla_task(const float* qkv, const float* positional, float* out, const Atten
     }
     // out[n, e] = z[n] sum_c relu(q)[n, c] kv[c][e]
     product(Left{qr, dp, 1}, Right{kv, dp}, Dest{hd.out, C, d, z}, n_tok, d);
+}
+
+// RLMHSA, two vectors of queries at a time (16 with 8 lanes, 32 with AVX-512's 16): their
+// scores against every key stay in L1 (2 vectors per key), the softmax runs in base 2 on keys
+// pre-scaled by log2(e), and its normalization is applied to the output instead of to every
+// probability.
+namespace rl {
+
+constexpr float kLog2e = 1.44269504088896341f;
+constexpr int64_t kGroup = 2 * kLanes;  // queries at a time: two vectors
+
+// 2^x lane by lane for x <= 0 (a softmax's shifted scores): x = n + f, |f| <= 1/2, 2^f by a
+// degree-5 polynomial fitted for relative error (1.9e-7 in float32); x clamped at -125, NaN kept.
+inline vf8 exp2_nonpositive(vf8 x) {
+    const vf8 lo = vf8{} - 125.f;  // not x - x + c: that is NaN for an infinite x
+    x = x < lo ? lo : x;
+    const vf8 magic = vf8{} + 12582912.f;  // 1.5 * 2^23: adding it rounds to an integer
+    const vf8 t = x + magic;
+    const vf8 f = x - (t - magic);
+    vf8 poly = f * 1.3264644658e-3f + 9.6715139225e-3f;
+    poly = poly * f + 5.5507339537e-2f;
+    poly = poly * f + 2.4022242427e-1f;
+    poly = poly * f + 6.9314700365e-1f;
+    poly = poly * f + 1.f;
+    const vi8 scale = ((vi8)t - 0x4B400000 + 127) << 23;  // t's low mantissa bits hold n
+    return poly * (vf8)scale;
+}
+
+struct Block {
+    int64_t keys, dim;
+    const float* kt;  // keys x dim: k transposed, times log2(e)
+    const float* v;   // dim rows of `keys` values (the input itself)
+    float* scores;    // keys x 2 vectors
+};
+
+// scores[m] = sum_i kt[m][i] q[i] for K keys from `m`; the running maxima in top.
+template <int K>
+inline void score_keys(const Block& bl, const vf8* q, int64_t m, vf8 top[2]) {
+    vf8 acc[K][2];
+    for (int j = 0; j < K; ++j) acc[j][0] = acc[j][1] = vf8{};
+    for (int64_t i = 0; i < bl.dim; ++i) {
+        for (int j = 0; j < K; ++j) {
+            const float w = bl.kt[(m + j) * bl.dim + i];
+            acc[j][0] += w * q[2 * i];
+            acc[j][1] += w * q[2 * i + 1];
+        }
+    }
+    for (int j = 0; j < K; ++j) {
+        for (int c = 0; c < 2; ++c) {
+            store(bl.scores + (m + j) * kGroup + c * kLanes, acc[j][c]);
+            top[c] = top[c] > acc[j][c] ? top[c] : acc[j][c];
+        }
+    }
+}
+
+// out rows [row, row + R) for the group's queries: sum_m v[row + r][m] p[m], times inv, `count` lanes.
+template <int R>
+inline void output_rows(const Block& bl, int64_t row, const vf8 inv[2], float* out, int64_t stride, int64_t count) {
+    vf8 acc[R][2];
+    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = vf8{};
+    for (int64_t m = 0; m < bl.keys; ++m) {
+        const vf8 p0 = load(bl.scores + m * kGroup), p1 = load(bl.scores + m * kGroup + kLanes);
+        for (int r = 0; r < R; ++r) {
+            const float w = bl.v[(row + r) * bl.keys + m];
+            acc[r][0] += w * p0;
+            acc[r][1] += w * p1;
+        }
+    }
+    for (int r = 0; r < R; ++r) {
+        float* o = out + (row + r) * stride;
+        for (int c = 0; c < 2; ++c) {
+            const vf8 value = acc[r][c] * inv[c];
+            const int64_t lanes = count - c * kLanes;
+            if (lanes >= kLanes) store(o + c * kLanes, value);
+            else for (int64_t l = 0; l < lanes; ++l) o[c * kLanes + l] = value[l];
+        }
+    }
+}
+
+}  // namespace rl
+
+void rlmhsa_task(const float* q_all, const float* kv_all, float* out_all, const AttentionShape& s, int64_t task) {
+    const int64_t n_tok = s.tokens, m_keys = s.keys, d = s.dim, C = s.channels();
+    const int64_t block = kRlmhsaQueryBlock, blocks = (n_tok + block - 1) / block;
+    const int64_t bh = task / blocks, n0 = task % blocks * block, b = bh / s.heads, h = bh % s.heads;
+    const int64_t n_end = std::min(n0 + block, n_tok);
+    const float* q = q_all + (b * C + h * d) * n_tok;  // row i (channel): q + i * N
+    const float* k = kv_all + (b * 2 * C + h * d) * m_keys;  // row i: k + i * M
+    const float* end = q_all + s.batch * C * n_tok;
+    float* out = out_all + (b * C + h * d) * n_tok;
+
+    // staging: the group's query vectors (d x 2, aligned), k transposed and scaled by
+    // log2(e) (M x d), the scores (M x 2 vectors)
+    std::vector<float>& buf = scratch(static_cast<size_t>(rl::kGroup * d + m_keys * d + rl::kGroup * m_keys + kLanes));
+    const uintptr_t base = reinterpret_cast<uintptr_t>(buf.data());
+    vf8* qv = reinterpret_cast<vf8*>((base + sizeof(vf8) - 1) / sizeof(vf8) * sizeof(vf8));
+    float* kt = reinterpret_cast<float*>(qv + 2 * d);
+    for (int64_t i = 0; i < d; ++i)
+        for (int64_t m = 0; m < m_keys; ++m) kt[m * d + i] = k[i * m_keys + m] * rl::kLog2e;
+    rl::Block bl{m_keys, d, kt, k + C * m_keys, kt + m_keys * d};
+
+    for (int64_t n = n0; n < n_end; n += rl::kGroup) {
+        const int64_t count = std::min<int64_t>(rl::kGroup, n_end - n);
+        for (int64_t i = 0; i < d; ++i) {
+            for (int c = 0; c < 2; ++c) {
+                const int64_t lanes = count - c * kLanes;
+                qv[2 * i + c] = lanes > 0 ? load_head(q + i * n_tok + n + c * kLanes, lanes, lanes_below(lanes), end)
+                                          : vf8{};
+            }
+        }
+        vf8 top[2] = {vf8{} - INFINITY, vf8{} - INFINITY};
+        int64_t m = 0;
+        for (; m + 4 <= m_keys; m += 4) rl::score_keys<4>(bl, qv, m, top);
+        for (; m < m_keys; ++m) rl::score_keys<1>(bl, qv, m, top);
+        vf8 total[2] = {vf8{}, vf8{}};
+        for (int64_t j = 0; j < m_keys; ++j) {
+            for (int c = 0; c < 2; ++c) {
+                float* p = bl.scores + j * rl::kGroup + c * kLanes;
+                const vf8 e = rl::exp2_nonpositive(load(p) - top[c]);
+                store(p, e);
+                total[c] += e;
+            }
+        }
+        const vf8 inv[2] = {1.f / total[0], 1.f / total[1]};
+        int64_t row = 0;
+        for (; row + 6 <= d; row += 6) rl::output_rows<6>(bl, row, inv, out + n, n_tok, count);
+        switch (d - row) {
+            case 5: rl::output_rows<5>(bl, row, inv, out + n, n_tok, count); break;
+            case 4: rl::output_rows<4>(bl, row, inv, out + n, n_tok, count); break;
+            case 3: rl::output_rows<3>(bl, row, inv, out + n, n_tok, count); break;
+            case 2: rl::output_rows<2>(bl, row, inv, out + n, n_tok, count); break;
+            case 1: rl::output_rows<1>(bl, row, inv, out + n, n_tok, count); break;
+            default: break;
+        }
+    }
 }
 
 }  // namespace EDGEVIT_ISA

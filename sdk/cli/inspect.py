@@ -56,7 +56,7 @@ def models_command(family: Optional[str] = typer.Option(None, help="Only this fa
 def info_command(
     artifact: Optional[Path] = typer.Argument(None, help="An .onnx, .tflite or .mlpackage file."),
     ops: bool = typer.Option(False, "--ops", help="Print the full operator census."),
-    native: bool = typer.Option(False, "--native", help="Say whether the C++ attention kernels are in use."),
+    native: bool = typer.Option(False, "--native", help="Say whether the C++ attention kernels are in use, and how ONNX Runtime runs ai.edgevit nodes."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="A registered model: print its params and GFLOPs."),
     image_size: Optional[int] = typer.Option(None, "--image-size", help="With --model: input height and width."),
 ) -> None:
@@ -207,10 +207,18 @@ def _model_info(name: str, image_size: Optional[int]) -> None:
 
 def _native_info() -> None:
     from edgevit import native
+    from edgevit.native import ort_library
 
-    status = native.status()
-    info = {"path": status.path, "isa": status.isa, "sanitized": status.sanitized, "reason": status.reason or None}
-    emit(info, lambda: safe_console().print(f"attention kernels: {status.describe()}"))
+    status, library = native.status(), ort_library.status()
+    info = {"path": status.path, "isa": status.isa, "sanitized": status.sanitized, "reason": status.reason or None,
+            "ort_library": str(library.path) if library.path else None, "ort_library_reason": library.reason or None,
+            "onnx_runtime": ort_library.onnx_runtime_path()}
+
+    def human() -> None:
+        safe_console().print(f"attention kernels: {status.describe()}")
+        safe_console().print(f"ONNX Runtime, ai.edgevit nodes: {info['onnx_runtime']}")
+
+    emit(info, human)
 
 
 @app.command("bench")

@@ -157,18 +157,22 @@ class XCA(nn.Module):
         return self.proj(out.reshape(B, C, H, W))
 
     def forward_channels_last(self, x: torch.Tensor) -> torch.Tensor:
-        """XCA on tokens (B, N, C) (the ``channels_last`` form): one transpose in, one out;
-        the products over the tokens read their operands transposed (MatMul's own
-        transpose flags) instead of moving them."""
-        B, N, C = x.shape
+        """XCA on tokens (B, N, C) (the ``channels_last`` form)."""
+        return self.proj(self.attend_channels_last(self.qkv(x)))
+
+    def attend_channels_last(self, qkv: torch.Tensor) -> torch.Tensor:
+        """The attention of the ``channels_last`` form, (B, N, 3C) -> (B, N, C): one transpose
+        in, one out; the products over the tokens read their operands transposed (MatMul's
+        own transpose flags) instead of moving them."""
+        B, N, C = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
         heads = self.num_heads
-        qkv = self.qkv(x).reshape(B, N, 3 * heads, C // heads).transpose(1, 2)  # (B, 3*heads, N, d)
+        qkv = qkv.reshape(B, N, 3 * heads, C // heads).transpose(1, 2)  # (B, 3*heads, N, d)
         qk, v = qkv.split([2 * heads, heads], dim=1)
         qk = qk / torch.linalg.vector_norm(qk, dim=-2, keepdim=True).clamp_min(1e-12)  # over the tokens
         q, k = qk.split([heads, heads], dim=1)  # (B, heads, N, d)
         attn = torch.matmul(q.transpose(-2, -1), k) * self.temperature  # (B, heads, d, d)
         out = torch.matmul(v, attn.softmax(dim=-1).transpose(-2, -1))  # (B, heads, N, d)
-        return self.proj(out.transpose(1, 2).reshape(B, N, C))
+        return out.transpose(1, 2).reshape(B, N, C)
 
     def to_channels_first(self) -> None:
         """Projections as 1x1 convolutions, for :meth:`forward_channels_first`."""

@@ -106,6 +106,21 @@ class GroupMLP(FoldableBlock):
         return self.fc2(self.act(self.fc1(x)))
 
 
+def pooled_attention(q: torch.Tensor, kv: torch.Tensor, heads: int) -> torch.Tensor:
+    """RLMHSA's attention between the projections: q (B, C, H, W) (already scaled), kv
+    (B, 2C, H', W') (keys, then values) -> (B, C, H, W); per head, every token attends
+    over the M = H' W' pooled tokens with a softmax. The reference that
+    :mod:`edgevit.native`'s fused kernel is checked against."""
+    B, C, H, W = q.shape
+    d = C // heads
+    qh = q.reshape(B, heads, d, H * W).transpose(-2, -1)  # (B, h, N, d)
+    kv = kv.reshape(B, 2, heads, d, -1)
+    k, v = kv[:, 0], kv[:, 1]  # (B, h, d, M)
+    attn = torch.matmul(qh, k).softmax(dim=-1)  # (B, h, N, M)
+    out = torch.matmul(attn, v.transpose(-2, -1))  # (B, h, N, d)
+    return out.transpose(-2, -1).reshape(B, C, H, W)
+
+
 class RLMHSA(FoldableBlock):
     """Lightweight multi-head self-attention: all tokens query keys/values pooled by ``sr``."""
 
@@ -125,59 +140,52 @@ class RLMHSA(FoldableBlock):
         self.proj = nn.Conv2d(dim, dim, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(x)
+        q = self.q(x)  # (B, C, H, W)
+        if self.scale != 1.0:
+            q = q * self.scale
+        return self.proj(self.attend(q, self.kv(self.reduce(x))))
+
+    def attend(self, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+        """The attention between the projections, in the block's form (PyTorch ops; see
+        edgevit.use_native): q (B, C, H, W) scaled, kv (B, 2C, H/sr, W/sr) -> (B, C, H, W)."""
         if self.form == "channels_first":
-            return self._attend_blocks(x)
+            return self._attend_blocks(q, kv)
         if self.form == "channels_last":
-            return self._attend_right_transposed(x)
-        B, C, H, W = x.shape
-        x = self.norm(x)
-        q = self.q(x).reshape(B, self.num_heads, self.head_dim, H * W).transpose(-2, -1)  # (B, h, N, d)
-        if self.scale != 1.0:
-            q = q * self.scale
-        kv = self.kv(self.reduce(x))  # (B, 2C, H/sr, W/sr)
-        kv = kv.reshape(B, 2, self.num_heads, self.head_dim, -1)
-        k, v = kv[:, 0], kv[:, 1]  # (B, h, d, M)
-        attn = torch.matmul(q, k).softmax(dim=-1)  # (B, h, N, M)
-        out = torch.matmul(attn, v.transpose(-2, -1))  # (B, h, N, d)
-        out = out.transpose(-2, -1).reshape(B, C, H, W)
-        return self.proj(out)
+            return self._attend_right_transposed(q, kv)
+        return pooled_attention(q, kv, self.num_heads)
 
-    def _queries_keys_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """q (B, h, d, N) (scaled unless folded), k and v (B, h, d, M) by one split."""
-        B, _, H, W = x.shape
+    def _split(self, q: torch.Tensor, kv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q (B, h, d, N), k and v (B, h, d, M) by one split."""
         heads, d = self.num_heads, self.head_dim
-        x = self.norm(x)
-        q = self.q(x).reshape(B, heads, d, H * W)
-        if self.scale != 1.0:
-            q = q * self.scale
-        k, v = self.kv(self.reduce(x)).reshape(B, 2 * heads, d, -1).split([heads, heads], dim=1)
-        return q, k, v
+        k, v = kv.reshape(kv.shape[0], 2 * heads, d, -1).split([heads, heads], dim=1)
+        return q.reshape(q.shape[0], heads, d, -1), k, v
 
-    def _attend_blocks(self, x: torch.Tensor) -> torch.Tensor:
+    def _attend_blocks(self, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
         """channels_first (Core ML): each head's (d, tokens) block as it lies; the map is
         computed transposed, (M, N) = k^T q with the softmax over the keys' axis, so that
         ``v @ map`` is the output in NCHW order: no transposes."""
-        q, k, v = self._queries_keys_values(x)
-        attn = torch.matmul(k.transpose(-2, -1), q).softmax(dim=-2)  # (B, h, M, N)
-        return self.proj(torch.matmul(v, attn).reshape(x.shape))
+        qb, k, v = self._split(q, kv)
+        attn = torch.matmul(k.transpose(-2, -1), qb).softmax(dim=-2)  # (B, h, M, N)
+        return torch.matmul(v, attn).reshape(q.shape)
 
-    def _attend_right_transposed(self, x: torch.Tensor) -> torch.Tensor:
+    def _attend_right_transposed(self, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
         """channels_last (TFLite, ONNX Runtime): q transposed once, then both products read
         a transposed operand only on their right (what XNNPACK takes), the output lands in
         NCHW order. With a single head each product would be one 2-D matrix product, which
         litert-torch writes as a FULLY_CONNECTED with computed weights: XNNPACK refuses it
         and the graph splits; two halves of the queries against copies of k and v keep
         them batched products (one transpose more)."""
-        B, C, H, W = x.shape
-        q, k, v = self._queries_keys_values(x)
-        q = q.transpose(-2, -1)  # (B, h, N, d)
+        B = q.shape[0]
+        qb, k, v = self._split(q, kv)
+        qb = qb.transpose(-2, -1)  # (B, h, N, d)
         if self.num_heads == 1:
-            q, k, v = q.reshape(B, 2, -1, self.head_dim), torch.cat((k, k), dim=1), torch.cat((v, v), dim=1)
-        attn = torch.matmul(q, k).softmax(dim=-1)  # (B, h, N, M)
+            qb, k, v = qb.reshape(B, 2, -1, self.head_dim), torch.cat((k, k), dim=1), torch.cat((v, v), dim=1)
+        attn = torch.matmul(qb, k).softmax(dim=-1)  # (B, h, N, M)
         out = torch.matmul(v, attn.transpose(-2, -1))  # (B, h, d, N)
         if self.num_heads == 1:
             out = out.transpose(1, 2)  # (B, d, 2, N/2): the two halves side by side
-        return self.proj(out.reshape(B, C, H, W))
+        return out.reshape(q.shape)
 
     def to_form(self, form: str) -> None:
         self.form = form

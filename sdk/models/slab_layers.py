@@ -203,17 +203,25 @@ class SimplifiedLinearAttention(nn.Module):
         N = s * s
         if self.channels_io:
             qkv = self.qkv(x).reshape(-1, 3 * h, d, N)  # (B, 3*heads, d, N)
-        else:
-            qkv = self.qkv(x).reshape(-1, N, 3 * h, d).permute(0, 2, 3, 1)  # (B, 3*heads, d, N)
+            return self.proj(self._attend_blocks(qkv).reshape(-1, h * d, *x.shape[2:]))  # (B, C, H, W) / (B, C, 1, N)
+        out = self.attend_tokens(self.qkv(x).reshape(-1, N, 3 * h * d))  # (B, N, heads*d)
+        return self.proj(out.reshape(*x.shape[:-1], h * d))
+
+    def attend_tokens(self, qkv: torch.Tensor) -> torch.Tensor:
+        """The target forms' attention and conv on tokens, (B, N, 3C) -> (B, N, C): one
+        transpose in, one out."""
+        h, d, N = self.num_heads, self.head_dim, qkv.shape[1]
+        out = self._attend_blocks(qkv.reshape(-1, N, 3 * h, d).permute(0, 2, 3, 1))  # (B, heads, d, N)
+        return out.reshape(-1, h * d, N).transpose(1, 2)
+
+    def _attend_blocks(self, qkv: torch.Tensor) -> torch.Tensor:
+        """(B, 3*heads, d, N) -> (B, heads, d, N): the fp16-safe attention plus the DWC on V."""
+        h, d, s = self.num_heads, self.head_dim, self.side
 
         def local(v: torch.Tensor) -> torch.Tensor:  # DWC on each head's (d, N) block: (B, heads, d, N)
-            return self.dwc(v.reshape(-1, d, s, s)).reshape(-1, h, d, N)
+            return self.dwc(v.reshape(-1, d, s, s)).reshape(-1, h, d, s * s)
 
-        out = fp16_safe_linear_attention(qkv, self.positional_blocks(), h, local)  # (B, heads, d, N)
-        if self.channels_io:
-            return self.proj(out.reshape(-1, h * d, *x.shape[2:]))  # (B, C, H, W) or (B, C, 1, N)
-        out = out.reshape(-1, h * d, N).transpose(1, 2)  # (B, N, heads*d)
-        return self.proj(out.reshape(*x.shape[:-1], h * d))
+        return fp16_safe_linear_attention(qkv, self.positional_blocks(), h, local)
 
     def positional_blocks(self) -> torch.Tensor:
         """P as (1, heads, d, N) blocks (a constant in the traced graph)."""

@@ -3,8 +3,8 @@
 ``pip install`` builds ``edgevit._native`` from ``native/`` with CMake when a C++17 compiler
 is there; without one the package installs anyway and every caller falls back to the
 reference path (the PyTorch compositions in :mod:`edgevit.models`). Set
-``EDGEVIT_NATIVE=0`` to force the reference path, ``EDGEVIT_NATIVE_ISA=baseline`` to use the
-portable build of the kernels on a CPU that has AVX2.
+``EDGEVIT_NATIVE=0`` to force the reference path, ``EDGEVIT_NATIVE_ISA=avx2`` or ``=baseline`` to
+use a narrower build of the kernels than the widest the CPU runs (AVX-512, AVX2, portable).
 """
 
 from __future__ import annotations
@@ -19,17 +19,13 @@ import numpy as np
 
 from ..errors import InputError
 
-# Below this much work a call stays on one thread: waking a second one costs more (measured
-# in benchmarks/native_attention.py: 2 threads were slower than 1 at edgenext_small's shapes).
-MIN_FLOPS_PER_THREAD = 8e6
-
 
 @dataclass(frozen=True)
 class NativeStatus:
     """Which attention path is active, and why."""
 
     active: bool
-    isa: str | None  # "avx2" or "baseline" when active
+    isa: str | None  # "avx512", "avx2" or "baseline" when active
     sanitized: bool
     reason: str  # why the reference path is used; "" when active
 
@@ -73,9 +69,10 @@ def kernels() -> Any:
     return module
 
 
-def _threads(flops: float, threads: int | None) -> int:
-    wanted = threads if threads and threads > 0 else (os.cpu_count() or 1)
-    return max(1, min(wanted, int(flops // MIN_FLOPS_PER_THREAD)))
+def _threads(threads: int | None) -> int:
+    """Threads the caller allows (all cores by default); the kernels wake fewer for small calls
+    (``edgevit._native.min_flops_per_thread`` of work per thread)."""
+    return threads if threads and threads > 0 else (os.cpu_count() or 1)
 
 
 def _checked_qkv(qkv: np.ndarray, heads: int, op: str) -> tuple[int, int, int]:
@@ -106,9 +103,16 @@ def _run(op: str, qkv: np.ndarray, table: np.ndarray, table_name: str, heads: in
     shape = (heads,) if op == "xca" else (tokens, channels)
     table = _checked_table(table, shape, op, table_name)
     out = np.empty((batch, tokens, channels), np.float32)
-    flops = 4.0 * batch * tokens * channels * (channels // heads)
-    getattr(kernels(), op)(np.ascontiguousarray(qkv), table, out, heads, _threads(flops, threads))
+    _call(getattr(kernels(), op), np.ascontiguousarray(qkv), table, out, heads, _threads(threads))
     return out
+
+
+def _call(kernel, *args) -> None:
+    """A kernel call whose refusal (ValueError: a limit the kernels enforce) is an InputError."""
+    try:
+        kernel(*args)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
 
 
 def xca(qkv: np.ndarray, temperature: np.ndarray, heads: int, threads: int | None = None) -> np.ndarray:
@@ -119,3 +123,23 @@ def xca(qkv: np.ndarray, temperature: np.ndarray, heads: int, threads: int | Non
 def sla(qkv: np.ndarray, positional: np.ndarray, heads: int, threads: int | None = None) -> np.ndarray:
     """Simplified linear attention (no DWC) with the C++ kernel: (B, N, 3C) float32 -> (B, N, C)."""
     return _run("sla", qkv, positional, "positional", heads, threads)
+
+
+def rlmhsa(q: np.ndarray, kv: np.ndarray, heads: int, threads: int | None = None) -> np.ndarray:
+    """FMViT's attention over pooled keys with the C++ kernel: q (B, C, ...) float32, already
+    scaled, and kv (B, 2C, ...) (keys, then values), channels first -> q's shape."""
+    for name, array in (("q", q), ("kv", kv)):
+        if not isinstance(array, np.ndarray) or array.dtype != np.float32 or array.ndim < 3:
+            raise InputError(f"rlmhsa: {name} must be a float32 array of shape (batch, channels, tokens...)")
+        if 0 in array.shape:
+            raise InputError(f"rlmhsa: {name} of shape {array.shape} is empty")
+    batch, channels = q.shape[:2]
+    if heads <= 0 or channels % heads:
+        raise InputError(f"rlmhsa: q's {channels} channels are not heads x head_dim for {heads} heads")
+    if kv.shape[:2] != (batch, 2 * channels):
+        raise InputError(f"rlmhsa: kv must have batch {batch} and {2 * channels} channels, got shape {kv.shape}")
+    out = np.empty(q.shape, np.float32)
+    _call(kernels().rlmhsa, np.ascontiguousarray(q).reshape(batch, channels, -1),
+          np.ascontiguousarray(kv).reshape(batch, 2 * channels, -1), out.reshape(batch, channels, -1), heads,
+          _threads(threads))
+    return out

@@ -18,3 +18,8 @@ def xca_node(qkv: FLOAT, temperature: FLOAT, heads: int) -> FLOAT:
 @onnxscript.script(edgevit_opset)
 def sla_node(qkv: FLOAT, positional: FLOAT, heads: int) -> FLOAT:
     return edgevit_opset.SLA(qkv, positional, heads=heads)
+
+
+@onnxscript.script(edgevit_opset)
+def rlmhsa_node(q: FLOAT, kv: FLOAT, heads: int) -> FLOAT:
+    return edgevit_opset.RLMHSA(q, kv, heads=heads)

@@ -1,4 +1,4 @@
-"""PyTorch side of the native kernels: ``torch.ops.edgevit.xca`` / ``.sla`` and ``use_native``.
+"""PyTorch side of the native kernels: ``torch.ops.edgevit.xca`` / ``.sla`` / ``.rlmhsa`` and ``use_native``.
 
 The ops are ``torch.library`` custom ops with fake implementations, so ``torch.export`` traces
 them as single nodes (and the ONNX exporter can emit them as ``ai.edgevit`` nodes). They run
@@ -16,16 +16,17 @@ from torch import nn
 
 from ..errors import InputError
 from ..models.edgenext_layers import XCA, cross_covariance_attention
+from ..models.fmvit import RLMHSA, pooled_attention
 from ..models.slab_layers import SimplifiedLinearAttention, simplified_linear_attention
 from . import bindings as native
 
 
-def _kernel_or_reference(kernel, reference, qkv: torch.Tensor, table: torch.Tensor, heads: int) -> torch.Tensor:
+def _kernel_or_reference(kernel, reference, first: torch.Tensor, second: torch.Tensor, heads: int) -> torch.Tensor:
     """``kernel`` (the C++ op on numpy) on float32 CPU tensors when the kernels are built,
     else the PyTorch ``reference``."""
-    if not (native.available() and qkv.dtype == torch.float32 and qkv.device.type == "cpu"):
-        return reference(qkv, table, heads)
-    out = kernel(qkv.contiguous().numpy(), table.detach().float().contiguous().numpy(), heads,
+    if not (native.available() and first.dtype == torch.float32 and first.device.type == "cpu"):
+        return reference(first, second, heads)
+    out = kernel(first.detach().contiguous().numpy(), second.detach().float().contiguous().numpy(), heads,
                  threads=torch.get_num_threads())
     return torch.from_numpy(out)
 
@@ -42,13 +43,20 @@ def sla(qkv: torch.Tensor, positional: torch.Tensor, heads: int) -> torch.Tensor
     return _kernel_or_reference(native.sla, simplified_linear_attention, qkv, positional, heads)
 
 
-def _same_shape_out(qkv: torch.Tensor, other: torch.Tensor, heads: int) -> torch.Tensor:
+@torch.library.custom_op("edgevit::rlmhsa", mutates_args=())
+def rlmhsa(q: torch.Tensor, kv: torch.Tensor, heads: int) -> torch.Tensor:
+    """FMViT's attention over pooled keys, q (B, C, H, W) scaled, kv (B, 2C, H', W') -> (B, C, H, W)."""
+    return _kernel_or_reference(native.rlmhsa, pooled_attention, q, kv, heads)
+
+
+def _tokens_out(qkv: torch.Tensor, other: torch.Tensor, heads: int) -> torch.Tensor:
     batch, tokens, width = qkv.shape
     return qkv.new_empty(batch, tokens, width // 3)
 
 
-xca.register_fake(_same_shape_out)
-sla.register_fake(_same_shape_out)
+xca.register_fake(_tokens_out)
+sla.register_fake(_tokens_out)
+rlmhsa.register_fake(lambda q, kv, heads: q.new_empty(q.shape))
 
 
 def _save_inputs(ctx, inputs, output) -> None:
@@ -70,13 +78,21 @@ def _reference_backward(reference):
 
 xca.register_autograd(_reference_backward(cross_covariance_attention), setup_context=_save_inputs)
 sla.register_autograd(_reference_backward(simplified_linear_attention), setup_context=_save_inputs)
+rlmhsa.register_autograd(_reference_backward(pooled_attention), setup_context=_save_inputs)
 
+
+# The native classes run their op in the trained form and in the channels_last form (tokens
+# in and out: the ONNX export's); the channels_first form (Core ML, 1x1-conv projections)
+# keeps its PyTorch attention, since the ops take tokens, not channel blocks.
 
 class NativeXCA(XCA):
     """:class:`XCA` whose attention is one ``edgevit::xca`` op."""
 
     def attend(self, qkv: torch.Tensor) -> torch.Tensor:
         return torch.ops.edgevit.xca(qkv, self.temperature.reshape(-1), self.num_heads)
+
+    def attend_channels_last(self, qkv: torch.Tensor) -> torch.Tensor:
+        return self.attend(qkv)  # tokens (B, N, 3C) in, (B, N, C) out, as trained
 
 
 class NativeSimplifiedLinearAttention(SimplifiedLinearAttention):
@@ -86,13 +102,27 @@ class NativeSimplifiedLinearAttention(SimplifiedLinearAttention):
         tokens = self.positional_encoding.shape[1]
         return torch.ops.edgevit.sla(qkv, self.positional_encoding.reshape(tokens, -1), self.num_heads)
 
+    def attend_tokens(self, qkv: torch.Tensor) -> torch.Tensor:
+        """The target forms' tokens, (B, N, 3C) -> (B, N, C): the op, and the conv on V as
+        trained (its bias is in proj's once the form is taken)."""
+        return self.attend(qkv) + self.local_mixing(qkv)
 
-_NATIVE = {XCA: NativeXCA, SimplifiedLinearAttention: NativeSimplifiedLinearAttention}
+
+class NativeRLMHSA(RLMHSA):
+    """:class:`~edgevit.models.fmvit.RLMHSA` whose attention is one ``edgevit::rlmhsa`` op."""
+
+    def attend(self, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+        if self.form == "channels_first":
+            return super().attend(q, kv)
+        return torch.ops.edgevit.rlmhsa(q, kv, self.num_heads)
+
+
+_NATIVE = {XCA: NativeXCA, SimplifiedLinearAttention: NativeSimplifiedLinearAttention, RLMHSA: NativeRLMHSA}
 _REFERENCE = {native_cls: cls for cls, native_cls in _NATIVE.items()}
 
 
 def attention_modules(model: nn.Module) -> list[nn.Module]:
-    """The XCA and simplified-linear-attention modules of ``model``, either path."""
+    """The XCA, simplified-linear-attention and RLMHSA modules of ``model``, either path."""
     kinds = tuple(_NATIVE) + tuple(_REFERENCE)
     return [m for m in model.modules() if type(m) in kinds]
 
@@ -105,7 +135,8 @@ def use_native(model: nn.Module, enable: bool = True) -> nn.Module:
     """
     found = attention_modules(model)
     if not found:
-        raise InputError("the model has no XCA or simplified linear attention module to switch to native kernels")
+        raise InputError("the model has no XCA, simplified linear attention or RLMHSA module to switch to "
+                         "native kernels")
     table = _NATIVE if enable else _REFERENCE
     for module in found:
         module.__class__ = table.get(type(module), type(module))

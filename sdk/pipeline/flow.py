@@ -152,9 +152,6 @@ def export_model(
         raise InputError("native attention ops (ai.edgevit nodes) are an ONNX export option: use --target onnx")
     for tgt in targets:  # a missing converter is reported before any long work starts
         exporter_module(tgt).check_dependencies()
-    native_ops = bool((options or {}).get("native_ops"))
-    if native_ops and target_form:
-        say("native attention ops: the model is exported as trained (its target form would bypass them)")
     int8 = Int8Options(calibration, eval_data, max_drop, calibration_samples, eval_samples, int8_mode, int8_io)
     check_int8_options(int8, precision, targets)
     if isinstance(model, str):
@@ -183,7 +180,7 @@ def export_model(
     results = []
     for tgt in targets:
         form = input_forms[tgt]
-        wrapped, example, program, form_summary = side.program(tgt if target_form and not native_ops else None, form)
+        wrapped, example, program, form_summary = side.program(tgt if target_form else None, form)
         request = ExportRequest(
             model=wrapped, program=program, example=example, model_name=name, precision=precision,
             dynamic_batch=dynamic_batch and tgt == "onnx", form=form, labels=class_labels,
