@@ -184,3 +184,16 @@ def test_info_native_names_the_library():
     fallback = json.loads(run_cli("--json", "info", "--native", env={"EDGEVIT_ORT_LIBRARY": "0"}).stdout)
     assert fallback["ort_library"] is None and fallback["ort_library_reason"] == "EDGEVIT_ORT_LIBRARY=0"
     assert "onnxruntime-extensions" in fallback["onnx_runtime"]
+
+
+def test_the_library_links_nothing_of_onnx_runtime_and_exports_only_its_entry_point():
+    import shutil
+
+    if shutil.which("readelf") is None or shutil.which("nm") is None:
+        pytest.skip("binutils (readelf, nm) are not installed")
+    needed = subprocess.run(["readelf", "-d", str(LIBRARY)], capture_output=True, text=True, check=True).stdout
+    assert "NEEDED" in needed and "onnxruntime" not in needed
+    symbols = subprocess.run(["nm", "-D", "--defined-only", str(LIBRARY)], capture_output=True, text=True,
+                             check=True).stdout.splitlines()
+    functions = [line.split()[-1] for line in symbols if line.split()[1] == "T"]
+    assert functions == ["RegisterCustomOps"], functions
