@@ -204,3 +204,14 @@ def test_native_ops_is_an_onnx_only_option(tmp_path):
     with pytest.raises(ExportError, match="no XCA, simplified linear attention or RLMHSA"):
         edgevit.export(plain, "onnx", tmp_path, native_ops=True)
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("family", ["edgenext", "slab", "fmvit"])
+def test_the_onnxruntime_extensions_fallback_matches_the_standard_export(native_exports, family, monkeypatch):
+    """Without libedgevit_ort.so (EDGEVIT_ORT_LIBRARY=0) the Python custom ops run every op, RLMHSA included."""
+    pytest.importorskip("onnxruntime_extensions")
+    monkeypatch.setenv("EDGEVIT_ORT_LIBRARY", "0")
+    model, standard, native_result = native_exports[family]
+    x = np.random.default_rng(2).standard_normal((1, *model.input_size)).astype(np.float32)
+    got, want = edgevit.load(native_result.path).run(x), edgevit.load(standard.path).run(x)
+    assert np.abs(got - want).max() <= 1e-5
