@@ -126,7 +126,7 @@ class CoreMLRuntime(Runtime):
         for a model without class outputs."""
         if not self.spec.description.predictedProbabilitiesName:
             return None
-        for op in self._operations():
+        for op in self.operations():
             if op.type == "classify" and "classes" in op.inputs and len(op.inputs["classes"].arguments) == 1:
                 arg = op.inputs["classes"].arguments[0]
                 try:
@@ -137,7 +137,8 @@ class CoreMLRuntime(Runtime):
                     return classes
         return None
 
-    def _operations(self):
+    def operations(self) -> list:
+        """The MIL program's operations (protobuf), in program order, nested blocks after their op."""
         if self.spec.WhichOneof("Type") != "mlProgram":
             return []
         ops = []
@@ -151,12 +152,12 @@ class CoreMLRuntime(Runtime):
         return ops
 
     def op_census(self) -> dict[str, int]:
-        return dict(Counter(op.type for op in self._operations()).most_common())
+        return dict(Counter(op.type for op in self.operations()).most_common())
 
     def _check_weights(self, weights: WeightFile) -> None:
         """Every weight blob the program references (in attributes and in inputs) lies whole
         inside a weight file of the package; after this, ``weights`` holds every file it reads."""
-        for op in self._operations():
+        for op in self.operations():
             values = [*op.attributes.values(), *(arg.value for binding in op.inputs.values()
                                                  for arg in binding.arguments if not arg.name)]
             for value in values:

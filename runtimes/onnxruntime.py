@@ -105,6 +105,7 @@ class OnnxRuntime(Runtime):
                 if onnx_nodes.DOMAIN not in str(exc):
                     raise ArtifactError(f"cannot load ONNX model {path}: {first_line(exc)}") from None
                 self.session = onnx_nodes.session(path, data, options, chosen)  # edgevit's fused attention
+                self.app_metadata["native_ops"] = onnx_nodes.DOMAIN
         try:
             self.inputs = [_tensor_info(a) for a in self.session.get_inputs()]
             self.outputs = [_tensor_info(a) for a in self.session.get_outputs()]

@@ -22,7 +22,7 @@ from .errors import (
 
 # public functions, defined in edgevit.api; no submodule of edgevit may share one of these names
 _API = ("list_models", "create_model", "model_cost", "reparameterize", "use_native", "export", "load", "verify",
-        "benchmark", "bundle", "split", "load_plan", "run_plan", "open_plan")
+        "check", "benchmark", "bundle", "split", "load_plan", "run_plan", "open_plan")
 
 __all__ = [
     "__version__",
@@ -39,7 +39,7 @@ __all__ = [
 
 if TYPE_CHECKING:  # pragma: no cover
     from .api import (
-        benchmark, bundle, create_model, export, list_models, load, load_plan, model_cost, open_plan,
+        benchmark, bundle, check, create_model, export, list_models, load, load_plan, model_cost, open_plan,
         reparameterize, run_plan, split, use_native, verify,
     )
 

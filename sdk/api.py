@@ -17,6 +17,7 @@ from .edvit.plan import load_plan as read_plan
 from .edvit.runner import PlanSession
 from .edvit.runner import run_plan as run_split_plan
 from .errors import ParityError
+from .inspect.preflight import check_artifact
 from .inspect.bench import benchmark as run_benchmark
 from .models.factory import create_model as create_model  # the public function itself
 from .models.registry import get_spec
@@ -139,6 +140,13 @@ def bundle(artifact_path: str | Path, platform: str, output: str | Path):
     its labels, a Swift or Kotlin class using the artifact's real names and sizes, and a
     README (see :mod:`edgevit.apps.bundle`). An artifact in the wrong form is an InputError."""
     return write_bundle(artifact_path, platform, output)
+
+
+def check(artifact_path: str | Path):
+    """Where the artifact can run: each accelerator's partitions, share of nodes, unsupported
+    operators (with their layers) and verdict, from the vendors' analyzers (a
+    :class:`~edgevit.inspect.accelerators.CheckReport`; ``edgevit check``)."""
+    return check_artifact(artifact_path)
 
 
 def benchmark(artifact_paths: Sequence[str | Path], **options: Any):

@@ -109,3 +109,16 @@ def test_native_ops_files_run_through_the_packaged_library(device_venv, native_e
 
         want = edgevit.load(standard.path).run(x)
         assert np.abs(np.load(tmp_path / "y.npy") - want).max() <= 1e-5, family
+
+
+def test_check_runs_without_torch_and_names_the_extra_for_core_ml(device_venv, artifacts):
+    """The pre-flight report on the device profile: the vendors' analyzers come with the
+    runtimes' extras; a Core ML package needs coremltools, named in one line."""
+    for target, accelerators in (("onnx", ["NNAPI", "Core ML MLProgram", "Core ML NeuralNetwork"]),
+                                 ("tflite", ["TFLite GPU delegate"])):
+        here = device_cli(device_venv, "--json", "check", str(artifacts[target]))
+        assert here.code == 0, here.stderr
+        workstation = json.loads(run_cli("--json", "check", str(artifacts[target])).stdout)
+        assert json.loads(here.stdout)["accelerators"] == workstation["accelerators"]
+        assert [a["accelerator"] for a in workstation["accelerators"]] == accelerators
+    assert_clean_failure(device_cli(device_venv, "check", str(artifacts["coreml"])), contains='".[coreml]"')

@@ -63,7 +63,7 @@ def test_verify_catches_a_weight_changed_after_export(coreml_256, tmp_path):
     shutil.copytree(coreml_256, broken)
     weights = broken / "Data" / "com.apple.CoreML" / "weights" / "weight.bin"
     data = bytearray(weights.read_bytes())
-    head = next(o for o in edgevit.load(coreml_256)._operations()  # the classifier weights
+    head = next(o for o in edgevit.load(coreml_256).operations()  # the classifier weights
                 if o.type == "const" and "head_weight" in o.outputs[0].name)
     _, _, size, start = struct.unpack_from("<IIQQ", data, head.attributes["val"].blobFileValue.offset)
     values = np.frombuffer(bytes(data[start:start + size]), dtype=np.float32) * 1.5

@@ -65,11 +65,11 @@ def predict_command(
 
 @app.command("bundle")
 def bundle_command(
-    artifact: Path = typer.Argument(..., help="A .mlpackage (ios) or .tflite (android) exported by edgevit."),
-    platform: str = typer.Option(..., "--platform", "-p", help="ios or android."),
+    artifact: Path = typer.Argument(..., help="A .mlpackage (ios), .tflite (android, web) or .onnx (web) exported by edgevit."),
+    platform: str = typer.Option(..., "--platform", "-p", help="ios, android or web."),
     output: Path = typer.Option(..., "--output", "-o", help="A new (or empty) folder for the bundle."),
 ) -> None:
-    """Write what an app needs: the model, its labels, a Swift or Kotlin class and a README."""
+    """Write what an app needs: the model, its labels, a Swift or Kotlin class or a web page, and a README."""
     from edgevit.apps.bundle import write_bundle
 
     result = write_bundle(artifact, platform, output)

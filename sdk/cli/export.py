@@ -121,6 +121,9 @@ def export_command(
     deployment_target: Optional[str] = typer.Option(None, "--deployment-target", help="Core ML: iOS16, iOS17 or iOS18."),
     native_ops: bool = typer.Option(False, "--native-ops",
                                     help="ONNX: attention as single ai.edgevit nodes, run with edgevit's C++ kernels."),
+    ep: Optional[str] = typer.Option(None, "--ep", metavar="nnapi|coreml",
+                                     help="ONNX for ONNX Runtime Mobile's NNAPI or Core ML execution provider: the "
+                                          "mobile form, whose operators those providers take (one partition)."),
 ) -> None:
     """Export a model, verify the artifact against PyTorch, write it atomically."""
     from edgevit.pipeline.flow import export_model
@@ -131,13 +134,14 @@ def export_command(
     with Progress() as progress:
         results = export_model(
             model, target, output, weights=weights, image_size=image_size, precision=precision,
-            verify=verify, reparam=reparam, target_form=target_form, dynamic_batch=dynamic_batch, image_input=image_input, layout=layout,
+            verify=verify, reparam=reparam, target_form=target_form, ep=ep, dynamic_batch=dynamic_batch, image_input=image_input, layout=layout,
             with_softmax=with_softmax, labels=labels, image=image, verify_data=verify_data,
             verify_samples=verify_samples, num_inputs=num_inputs, options=options, progress=progress,
             calibration=calibration, eval_data=eval_data, max_drop=max_drop, calibration_samples=calibration_samples,
             eval_samples=eval_samples, int8_mode=int8_mode, int8_io=int8_io,
         )
     failed = [r for r in results if not r.written]
+    checks = {r.target: _accelerator_summary(r.path) for r in results if r.written}
 
     def human() -> None:
         console = safe_console()
@@ -167,6 +171,8 @@ def export_command(
                            "structurally checked, not numerically verified" if r.parity else "not verified")
                 console.print(Text.assemble((r.target, "bold"), printable(
                     f": wrote {r.path} ({r.size_bytes / 1e6:.2f} MB, {r.seconds:.1f} s, {checked})")))
+                console.print(printable(f"{r.target}: accelerators: {checks[r.target]} ('edgevit check' for details)"),
+                              highlight=False)
             elif r.guard is not None and not r.guard.passed:
                 console.print(f"{r.target}: int8 lost more than {r.guard.max_drop:g} points of top-1 even with the "
                               f"{len(r.guard.kept)} most sensitive layers (a quarter) in float; nothing written",
@@ -174,9 +180,21 @@ def export_command(
             else:
                 console.print(f"{r.target}: parity check failed, nothing written", style="bold red")
 
-    emit([r.to_dict() for r in results], human)
+    emit([{**r.to_dict(), **({"accelerators": checks[r.target]} if r.target in checks else {})} for r in results],
+         human)
     if failed:
         raise typer.Exit(1)
+
+
+def _accelerator_summary(path: Path) -> str:
+    """``edgevit check``'s one line for a new artifact, or why it was not checked."""
+    from edgevit.errors import EdgeVitError
+    from edgevit.inspect.preflight import check_artifact
+
+    try:
+        return check_artifact(path).summary()
+    except EdgeVitError as exc:
+        return f"not checked ({exc})"
 
 
 @app.command("reparam")

@@ -1,4 +1,4 @@
-"""CLI commands that describe and measure: ``models``, ``info`` and ``bench``.
+"""CLI commands that describe and measure: ``models``, ``info``, ``check`` and ``bench``.
 
 Each command imports what it runs inside its body: ``edgevit --help`` stays instant.
 """
@@ -127,6 +127,25 @@ def info_command(
                       + ("" if ops or len(census) <= 8 else ", ... (--ops for all)"))
 
     emit(info, human)
+
+
+@app.command("check")
+def check_command(
+    artifact: Path = typer.Argument(..., help="An .onnx, .tflite or .mlpackage file."),
+) -> None:
+    """Pre-flight: which accelerator can run the artifact, from the vendors' analyzers
+    (ONNX Runtime's mobile checker, LiteRT's GPU analyzer; Core ML: a heuristic census)."""
+    from edgevit.inspect.accelerators import describe
+    from edgevit.inspect.preflight import check_artifact
+
+    report = check_artifact(artifact)
+
+    def human() -> None:
+        console = safe_console()
+        console.print(Text.assemble((printable(report.artifact), "bold"), f" ({report.format})"))
+        describe(report, lambda line: console.print(printable(line), highlight=False))
+
+    emit(report.to_dict(), human)
 
 
 def _parity_kinds(parity: dict) -> list[tuple[str, dict]]:

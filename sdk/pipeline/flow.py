@@ -27,7 +27,7 @@ from ..paths import artifact_size, ensure_writable_dir, publish, staged_path
 from .checks import DEFAULT_VERIFY_SAMPLES, Probe, verification_probes
 from .fp16_range import Fp16RangeReport, computes_in_fp16, measure_range
 from .parity import ParityReport, check_parity, structural_report
-from .targets import check_int8_options, input_form_for, output_path
+from .targets import check_ep, check_int8_options, input_form_for, output_path
 
 Progress = Callable[[str], None]
 
@@ -76,6 +76,7 @@ def export_model(
     verify: bool = True,
     reparam: bool = True,
     target_form: bool = True,
+    ep: str | None = None,
     dynamic_batch: bool = False,
     image_input: bool | None = None,
     layout: str | None = None,
@@ -110,7 +111,9 @@ def export_model(
     first (on a copy) and the artifact is verified against the *unfolded* model. With
     ``target_form`` (the default) the model is then rewritten into its target's form
     (:mod:`edgevit.reparam.forms`: channels-first for Core ML, channels-last for TFLite and ONNX
-    Runtime), checked against the model as trained in float64 before tracing.
+    Runtime), checked against the model as trained in float64 before tracing. ``ep``
+    ("nnapi" or "coreml", ONNX only) picks the ``mobile`` form instead: the operators of
+    ONNX Runtime Mobile's execution providers (:mod:`edgevit.reparam.mobile_ops`).
 
     ``layout`` ("nchw"/"nhwc") and ``image_input`` (RGB pixels 0-255 in, mean/std inside
     the model) set the input form (:mod:`edgevit.artifact.input_form`); left at None, TFLite gets
@@ -135,7 +138,7 @@ def export_model(
     (:mod:`edgevit.pipeline.fp16_range`).
     """
     require("torch", "to export models")
-    from .tracing import ModelSide, num_classes  # torch: the model side of the export
+    from .tracing import ModelSide, model_form, num_classes  # torch: the model side of the export
     from .artifact_module import MODEL_ATTRIBUTE  # torch: the wrapper the programs are traced in
 
     say = progress or (lambda message: None)
@@ -150,6 +153,7 @@ def export_model(
         parse_layout(layout)  # a wrong name is reported before any long work starts
     if (options or {}).get("native_ops") and targets != ["onnx"]:
         raise InputError("native attention ops (ai.edgevit nodes) are an ONNX export option: use --target onnx")
+    check_ep(ep, targets, target_form, bool((options or {}).get("native_ops")))
     for tgt in targets:  # a missing converter is reported before any long work starts
         exporter_module(tgt).check_dependencies()
     int8 = Int8Options(calibration, eval_data, max_drop, calibration_samples, eval_samples, int8_mode, int8_io)
@@ -180,7 +184,7 @@ def export_model(
     results = []
     for tgt in targets:
         form = input_forms[tgt]
-        wrapped, example, program, form_summary = side.program(tgt if target_form else None, form)
+        wrapped, example, program, form_summary = side.program(model_form(tgt, target_form, ep), form)
         request = ExportRequest(
             model=wrapped, program=program, example=example, model_name=name, precision=precision,
             dynamic_batch=dynamic_batch and tgt == "onnx", form=form, labels=class_labels,
@@ -272,3 +276,4 @@ def _seal(staged: Path, verified, probe: np.ndarray | None) -> str:
             and not np.array_equal(final.run(probe), verified.run(probe)):
         raise ExportError(f"{staged.name}: writing the metadata changed what the artifact computes")
     return digest
+

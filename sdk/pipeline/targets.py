@@ -58,3 +58,19 @@ def check_int8_options(int8: Int8Options, precision: str, targets: Sequence[str]
         modes = exporter_module(target).INT8_MODES
         if int8.mode is not None and int8.mode not in modes:
             raise InputError(f"int8 mode {int8.mode!r} is not available for {target}: choose {', '.join(modes)}")
+
+
+MOBILE_EXECUTION_PROVIDERS = ("nnapi", "coreml")  # ONNX Runtime Mobile's: both get the mobile form
+
+
+def check_ep(ep: str | None, targets: list[str], target_form: bool, native_ops: bool) -> None:
+    """An ``ep`` (the mobile form's execution provider) that fits the other options, or InputError."""
+    if ep is None:
+        return
+    if ep not in MOBILE_EXECUTION_PROVIDERS:
+        raise InputError(f"unknown execution provider {ep!r}: choose {' or '.join(MOBILE_EXECUTION_PROVIDERS)}")
+    if targets != ["onnx"]:
+        raise InputError("--ep picks ONNX Runtime Mobile's operators: it goes with --target onnx")
+    if not target_form or native_ops:
+        raise InputError("--ep is a target form: it cannot go with " + ("--native-ops" if native_ops
+                                                                       else "--no-target-form"))

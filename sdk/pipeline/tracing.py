@@ -14,7 +14,7 @@ from edgevit.native.torch_ops import attention_path
 from ..artifact.input_form import InputForm
 from ..errors import ExportError, first_line
 from ..reparam.checked import fold_checked, torch_reference
-from ..reparam.forms import form_checked, form_for
+from ..reparam.forms import MOBILE, form_checked, form_for
 from .artifact_module import artifact_module
 
 Progress = Callable[[str], None]
@@ -41,10 +41,9 @@ class ModelSide:
         self._rewritten: dict[str | None, tuple[Any, dict[str, Any] | None]] = {}  # model form (None: as trained)
         self._traced: dict[tuple[str | None, InputForm], tuple[Any, Any, Any]] = {}
 
-    def program(self, target: str | None, form: InputForm) -> tuple[Any, Any, Any, dict[str, Any] | None]:
-        """(module, example, torch.export program, form summary) for ``target``'s model form
-        (None: exported as trained) behind the input ``form``."""
-        model_form = form_for(target) if target is not None else None
+    def program(self, model_form: str | None, form: InputForm) -> tuple[Any, Any, Any, dict[str, Any] | None]:
+        """(module, example, torch.export program, form summary) for the model in
+        ``model_form`` (:mod:`edgevit.reparam.forms`; None: as trained) behind the input ``form``."""
         if model_form not in self._rewritten:
             self._rewritten[model_form] = self._rewrite(model_form)
         module, form_summary = self._rewritten[model_form]
@@ -84,6 +83,14 @@ class ModelSide:
         except Exception as exc:
             raise ExportError(f"torch.export could not trace {self.name} at {shape_text}: {first_line(exc)}") from None
         return module, example, program
+
+
+def model_form(target: str, target_form: bool, ep: str | None) -> str | None:
+    """The form ``target``'s model is exported in: the ``mobile`` form for an ONNX Runtime
+    Mobile ``ep``, else the target's (None: as trained, ``target_form`` off)."""
+    if ep is not None:
+        return MOBILE
+    return form_for(target) if target_form else None
 
 
 def reference(module: Any, form: InputForm, softmax: bool) -> Callable[[np.ndarray], np.ndarray]:

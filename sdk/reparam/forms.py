@@ -8,7 +8,10 @@ model, so before tracing it can ask it for the form that suits the target:
   between blocks (Apple's guidance for transformers on the Neural Engine);
 - ``channels_last`` (TFLite, ONNX Runtime): NHWC end to end, so XNNPACK's and ONNX
   Runtime's last-axis LayerNorm and MatMul kernels read the residual stream as it lies;
-  only the depth-wise convolutions see NCHW, and the converters cancel those transposes.
+  only the depth-wise convolutions see NCHW, and the converters cancel those transposes;
+- ``mobile`` (ONNX for ONNX Runtime Mobile's NNAPI and Core ML execution providers):
+  ``channels_last`` computed from the operators those providers take
+  (:mod:`edgevit.reparam.mobile_ops`), so that the graph stays one partition.
 
 One protocol, like :func:`edgevit.reparameterize`: a module that can change its form
 implements ``to_form(self, form: str) -> None``, takes charge of its whole subtree (a
@@ -30,16 +33,18 @@ import torch
 
 from ..errors import InputError
 from .checked import check_unchanged
+from .mobile_ops import lower_for_mobile
 from .report import FoldEntry, at, collecting, current_path, record
 
-FORMS = ("channels_first", "channels_last")
+FORMS = ("channels_first", "channels_last")  # the layouts a model implements in its to_form
+MOBILE = "mobile"  # channels_last with ONNX Runtime Mobile's operators (reparam.mobile_ops)
 TARGET_FORMS = {  # measured: benchmarks/target_forms.py
     "coreml": "channels_first",
     "tflite": "channels_last",
     "onnx": "channels_last",
 }
 
-__all__ = ["FORMS", "TARGET_FORMS", "FormReport", "form_for", "to_form", "form_checked", "record_change",
+__all__ = ["FORMS", "MOBILE", "TARGET_FORMS", "FormReport", "form_for", "to_form", "form_checked", "record_change",
            "convert_children"]
 
 
@@ -103,14 +108,18 @@ def to_form(model: Any, form: str) -> FormReport:
     A model without that form is left as it is (an empty report). The report is also
     attached as ``model.edgevit_form_report``.
     """
-    if form not in FORMS:
-        raise InputError(f"unknown form {form!r}: choose {' or '.join(FORMS)}")
+    if form not in (*FORMS, MOBILE):
+        raise InputError(f"unknown form {form!r}: choose {', '.join(FORMS)} or {MOBILE}")
     if not isinstance(model, torch.nn.Module):
         raise InputError(f"to_form expects a torch.nn.Module, got {type(model).__name__}")
     model.eval()
     report = FormReport(model=getattr(model, "edgevit_name", type(model).__name__), form=form)
     with collecting(report), torch.no_grad():
-        _walk(model, "", form)
+        _walk(model, "", "channels_last" if form == MOBILE else form)
+        if form == MOBILE:
+            lower_for_mobile(model)
+            record_change("", "GELU, LayerNorm, L2 norms, largest magnitudes and uneven splits in the operators "
+                              "of ONNX Runtime Mobile's NNAPI and Core ML execution providers")
     model.edgevit_form_report = report
     return report
 
