@@ -219,7 +219,7 @@ def _int8_exclusions(model, keep_float: set[str]) -> set[str]:
     producer = {out: node for node in model.graph.node for out in node.output}
     excluded = {node.name for node in model.graph.node
                 if node.op_type == "MatMul" and not any(name in weights for name in node.input)}
-    by_name = {node.name: node for node in model.graph.node}
+    by_name = {node.name.rsplit("/", 1)[-1]: node for node in model.graph.node}  # without the layer prefix
     for name in keep_float:
         node = producer.get(name) or by_name.get(f"node_{name}")  # a graph output is renamed; its node is not
         if node is None:

@@ -39,6 +39,7 @@ def test_check_asks_each_vendor_analyzer(artifacts):
     assert ane["heuristic"] is True and ane["nodes"] > 50 and "heuristic" in ane["analyzer"]
     human = run_cli("check", str(artifacts["onnx"]))
     assert human.code == 0 and "NNAPI: " in human.stdout and "unsupported Gelu: stages." in human.stdout
+    assert "--ep nnapi" in human.stdout  # the way out, for a file edgevit exported
 
 
 def test_check_refuses_bad_input_in_one_line(tmp_path):
@@ -75,11 +76,15 @@ def test_mobile_ops_compute_what_they_replace_in_float64():
     assert torch.equal(pooled, y.reshape(2, 2, 6, 10).abs().amax(dim=(-2, -1), keepdim=True))
     assert [p.shape[-1] for p in parts] == [3, 7] and torch.equal(torch.cat(parts, -1), y)
     assert torch.allclose(normalized, F.normalize(y, dim=1), atol=1e-15)
+    with mobile_ops.MobileOps():
+        token, swish = y[:, 0], F.hardswish(y)
+    assert torch.equal(token, y[:, 0]) and torch.allclose(swish, F.hardswish(y), atol=1e-15)
     assert math.isclose(float(mobile_ops.gelu(torch.tensor(0.0))), 0.0, abs_tol=1e-12)
 
 
 @pytest.mark.parametrize("name, size", [("edgenext_xx_small", 64), ("edgenext_small", 64), ("slab_deit_tiny", 224),
-                                        ("fmvit_s", 64)])
+                                        ("fmvit_s", 64),  # the four; then hard-swish and a class token
+                                        ("edgenext_xx_small_bn_hs", 64), ("deit_tiny", 224)])
 def test_the_mobile_form_is_one_partition_on_nnapi_and_core_ml(name, size, tmp_path):
     result = edgevit.export(name, "onnx", tmp_path, image_size=size, ep="nnapi", num_inputs=1, verify_samples=1)
     assert result.written and result.parity.numerically_verified and result.form["form"] == "mobile"

@@ -151,13 +151,14 @@ def _web_facts(runtime) -> dict[str, object]:
         _require(runtime.backend == "onnxruntime", f"{runtime.path}: a web bundle takes a TFLite or ONNX model; "
                  "export with --target tflite or --target onnx")
         _require(meta is not None, f"{runtime.path} was not exported by edgevit (no edgevit metadata)")
-        _require(runtime.inputs[0].image is not None or len(meta.input_shape) == 4,
-                 f"{runtime.path} does not take images (its input is {meta.input_shape})")
+        shape = list(runtime.inputs[0].shape)
+        _require(len(shape) == 4 and shape[1 if meta.layout == "NCHW" else 3] == 3,
+                 f"{runtime.path} does not take RGB images (its input is {shape}, {meta.layout})")
         _require(not runtime.app_metadata.get("native_ops"),
                  f"{runtime.path} has ai.edgevit nodes, which onnxruntime-web cannot run: export without --native-ops")
         facts = _summary(meta, runtime)
         shape = [1, 3, facts["height"], facts["width"]] if meta.layout == "NCHW" else \
-            [1, facts["height"], facts["width"], 3]
+            [1, facts["height"], facts["width"], 3]  # batch 1, also for a --dynamic-batch file
         facts.update(runtime="onnxruntime-web", model_file=f"{meta.model}.onnx", input_shape=shape,
                      layout=meta.layout, image_input=bool(meta.image_input))
     facts["classes"] = int(runtime.outputs[0].shape[-1])

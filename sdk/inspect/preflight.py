@@ -19,6 +19,8 @@ from .litert_gpu import check_tflite
 from .neural_engine import check_mlpackage
 from .ort_mobile import check_onnx
 
+MOBILE_FORM_SERVES = ("NNAPI", "Core ML MLProgram")  # what --ep's mobile form is made for
+
 
 def check_artifact(path: str | Path) -> CheckReport:
     """Ask each accelerator's analyzer about the artifact at ``path`` (validated first, as
@@ -28,6 +30,11 @@ def check_artifact(path: str | Path) -> CheckReport:
     kind = artifact_kind(path)
     if kind == "onnx":
         accelerators, notes = check_onnx(path)
+        meta = runtime.metadata
+        split = [a.accelerator for a in accelerators if a.accelerator in MOBILE_FORM_SERVES and a.partitions > 1]
+        if split and meta is not None and (meta.form or {}).get("form") != "mobile":
+            notes.append(f"{' and '.join(split)} split this file: 'edgevit export --model {meta.model} --target onnx "
+                         "--ep nnapi' (or coreml) writes the mobile form, whose operators both take")
     elif kind == "tflite":
         accelerators, notes = check_tflite(path)
     else:

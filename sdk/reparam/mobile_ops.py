@@ -15,7 +15,8 @@ those functions from ops both providers take:
   ``Div``): the same arithmetic as the fused op;
 - an L2 norm over an axis as ``Sqrt(ReduceMean(x²) · n)`` (and ``F.normalize`` with it);
 - the largest magnitude over the last two axes of a 4-D tensor as a ``MaxPool`` over them;
-- an uneven split as slices.
+- an uneven split as slices, ``x[:, i]`` as a slice (Core ML's MLProgram has no Gather);
+- hard-swish as ``x · Clip(x + 3, 0, 6) / 6`` (NNAPI has no HardSigmoid).
 
 :func:`lower_for_mobile` installs it on a model, in place; the form check then runs the
 model with it, in float64, against the model as trained, as for every form.
@@ -90,6 +91,10 @@ def _lowered(func, args, kwargs):
         eps = args[3] if len(args) > 3 else kwargs.get("eps", 1e-12)
         if order in (2, 2.0):
             return lambda: x / l2_norm(x, dim, keepdim=True).clamp_min(eps)
+    if func is F.hardswish:
+        return lambda: args[0] * torch.clamp(args[0] + 3.0, 0.0, 6.0) * (1.0 / 6.0)
+    if func is torch.Tensor.__getitem__:
+        return _sliced(*args)
     if func in (torch.abs, torch.Tensor.abs):
         return lambda: magnitude(args[0])
     if func in (torch.linalg.vector_norm, torch.Tensor.norm, torch.norm):
@@ -112,6 +117,24 @@ def _lowered(func, args, kwargs):
             starts = [sum(sizes[:i]) for i in range(len(sizes))]
             return lambda: tuple(x.narrow(dim, start, size) for start, size in zip(starts, sizes))
     return None
+
+
+def _sliced(x: torch.Tensor, index):
+    """``x[:, i]``-style indexing (whole slices and integers) as Slice and Squeeze, not Gather."""
+    entries = index if isinstance(index, tuple) else (index,)
+    whole = slice(None)
+    plain = [isinstance(e, int) and not isinstance(e, bool) or isinstance(e, slice) and e == whole for e in entries]
+    if not all(plain) or not any(isinstance(e, int) for e in entries) or len(entries) > x.dim():
+        return None
+
+    def run() -> torch.Tensor:
+        y, dropped = x, []
+        for dim, entry in enumerate(entries):
+            if isinstance(entry, int):
+                y = y.narrow(dim, entry % x.shape[dim], 1)
+                dropped.append(dim)
+        return y.squeeze(tuple(dropped))
+    return run
 
 
 def lower_for_mobile(model: torch.nn.Module) -> None:
