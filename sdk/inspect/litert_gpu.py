@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..errors import ArtifactError
+from ..errors import ArtifactError, first_line
 from ..optional import require
 from .accelerators import AcceleratorReport, grade, group_layers, partitions_in_order
 
@@ -32,7 +32,7 @@ def check_tflite(path: Path) -> tuple[list[AcceleratorReport], list[str]]:
     try:
         text = analyzer.ModelAnalyzer(str(path), True, True)
     except Exception as exc:
-        raise ArtifactError(f"LiteRT's analyzer cannot read {path}: {str(exc).splitlines()[0]}") from None
+        raise ArtifactError(f"LiteRT's analyzer cannot read {path}: {first_line(exc)}") from None
     ops, problems, tensors, verdict = parse_analysis(text)
     supported = [index not in problems for index in range(len(ops))]
     partitions = partitions_in_order(supported)

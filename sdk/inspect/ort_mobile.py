@@ -17,7 +17,7 @@ from pathlib import Path
 
 from edgevit.native import onnx_nodes
 
-from ..errors import ArtifactError
+from ..errors import ArtifactError, first_line
 from ..optional import require
 from .accelerators import AcceleratorReport, group_layers
 
@@ -30,8 +30,9 @@ EXECUTION_PROVIDERS = {
 PURPOSE = "to check an ONNX model for the mobile execution providers"
 
 
-def check_onnx(path: Path) -> tuple[list[AcceleratorReport], list[str]]:
-    """Each mobile execution provider's partitioning of the ONNX model at ``path``."""
+def check_onnx(path: Path, native_ops: bool) -> tuple[list[AcceleratorReport], list[str]]:
+    """Each mobile execution provider's partitioning of the ONNX model at ``path`` (with
+    ``ai.edgevit`` nodes when ``native_ops``: its loader said so)."""
     require("onnx", PURPOSE)
     ort = require("onnxruntime", PURPOSE)
     usability = require("onnxruntime.tools.mobile_helpers.usability_checker", PURPOSE)
@@ -39,7 +40,7 @@ def check_onnx(path: Path) -> tuple[list[AcceleratorReport], list[str]]:
 
     with tempfile.TemporaryDirectory() as tmp:
         optimized = Path(tmp) / "optimized.onnx"
-        _optimize(path, optimized, ort)
+        _optimize(path, optimized, ort, native_ops)
         model = ModelProtoWithShapeInfo(optimized).model_with_shape_info
     dynamic_inputs, _ = usability.check_shapes(model.graph)
     analyzer = f"onnxruntime {ort.__version__} mobile usability checker"
@@ -68,7 +69,7 @@ def check_onnx(path: Path) -> tuple[list[AcceleratorReport], list[str]]:
 
 def layer_of(node_name: str) -> str:
     """The layer a node comes from: edgevit's exporter names nodes ``module.path/op``."""
-    return node_name.rsplit("/", 1)[0] if "/" in node_name else node_name
+    return node_name.rsplit("/", 1)[0]
 
 
 def _short(op: str) -> str:
@@ -92,7 +93,7 @@ def _verdict(info, name: str) -> str:
     return lines[-1] if lines else ""
 
 
-def _optimize(source: Path, dest: Path, ort) -> None:
+def _optimize(source: Path, dest: Path, ort, native_ops: bool) -> None:
     """The model at the BASIC level, as the checker's command line optimizes it (with
     edgevit's custom-op library for ``ai.edgevit`` nodes)."""
     data = source.read_bytes()
@@ -102,12 +103,11 @@ def _optimize(source: Path, dest: Path, ort) -> None:
     options.log_severity_level = 3
     options.add_session_config_entry("session.optimized_model_external_initializers_file_name", "weights.pb")
     try:
-        if onnx_nodes.uses_native_ops(require("onnx").load_model_from_string(data)):
+        if native_ops:
             onnx_nodes.session(source, data, options, ["CPUExecutionProvider"])
         else:
             ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     except ArtifactError:
         raise
     except Exception as exc:
-        raise ArtifactError(f"ONNX Runtime cannot optimize {source} for the checker: {str(exc).splitlines()[0]}") \
-            from None
+        raise ArtifactError(f"ONNX Runtime cannot optimize {source} for the checker: {first_line(exc)}") from None

@@ -29,7 +29,7 @@ def check_artifact(path: str | Path) -> CheckReport:
     runtime = load(path, integrity_check=False)
     kind = artifact_kind(path)
     if kind == "onnx":
-        accelerators, notes = check_onnx(path)
+        accelerators, notes = check_onnx(path, bool(runtime.app_metadata.get("native_ops")))
         meta = runtime.metadata
         split = [a.accelerator for a in accelerators if a.accelerator in MOBILE_FORM_SERVES and a.partitions > 1]
         if split and meta is not None and (meta.form or {}).get("form") != "mobile":
