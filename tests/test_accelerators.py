@@ -79,6 +79,10 @@ def test_mobile_ops_compute_what_they_replace_in_float64():
     with mobile_ops.MobileOps():
         token, swish = y[:, 0], F.hardswish(y)
     assert torch.equal(token, y[:, 0]) and torch.allclose(swish, F.hardswish(y), atol=1e-15)
+    grid = y.reshape(2, 2, 6, 10)
+    with mobile_ops.MobileOps():
+        largest = grid.amax(dim=(2, 3))
+    assert torch.equal(largest, grid.amax(dim=(2, 3)))  # (B, C), as amax without keepdim
     assert math.isclose(float(mobile_ops.gelu(torch.tensor(0.0))), 0.0, abs_tol=1e-12)
 
 

@@ -80,17 +80,20 @@ class MobileOps(TorchFunctionMode):
 
 def _lowered(func, args, kwargs):
     """A thunk computing ``func(*args, **kwargs)`` from mobile ops, or None to run it as is."""
+    def arg(position: int, *names_and_default):
+        """The argument at ``position``, else the first keyword of ``names`` given, else the default."""
+        *names, default = names_and_default
+        if len(args) > position:
+            return args[position]
+        return next((kwargs[name] for name in names if name in kwargs), default)
+
     if func is F.gelu and kwargs.get("approximate", "none") == "none":
         return lambda: gelu(args[0])
     if func is F.layer_norm:
         return lambda: layer_norm(*args, **kwargs)
-    if func is F.normalize:
-        x = args[0]
-        order = args[1] if len(args) > 1 else kwargs.get("p", 2.0)
-        dim = args[2] if len(args) > 2 else kwargs.get("dim", 1)
-        eps = args[3] if len(args) > 3 else kwargs.get("eps", 1e-12)
-        if order in (2, 2.0):
-            return lambda: x / l2_norm(x, dim, keepdim=True).clamp_min(eps)
+    if func is F.normalize and arg(1, "p", 2.0) in (2, 2.0):
+        x, dim, eps = args[0], arg(2, "dim", 1), arg(3, "eps", 1e-12)
+        return lambda: x / l2_norm(x, dim, keepdim=True).clamp_min(eps)
     if func is F.hardswish:
         return lambda: args[0] * torch.clamp(args[0] + 3.0, 0.0, 6.0) * (1.0 / 6.0)
     if func is torch.Tensor.__getitem__:
@@ -98,21 +101,17 @@ def _lowered(func, args, kwargs):
     if func in (torch.abs, torch.Tensor.abs):
         return lambda: magnitude(args[0])
     if func in (torch.linalg.vector_norm, torch.Tensor.norm, torch.norm):
-        order = args[1] if len(args) > 1 else kwargs.get("ord", kwargs.get("p", 2))
-        dim = args[2] if len(args) > 2 else kwargs.get("dim")
-        keepdim = args[3] if len(args) > 3 else kwargs.get("keepdim", False)
-        if order in (2, 2.0, "fro") and dim is not None:
+        dim, keepdim = arg(2, "dim", None), arg(3, "keepdim", False)
+        if arg(1, "ord", "p", 2) in (2, 2.0, "fro") and dim is not None:
             return lambda: l2_norm(args[0], dim, keepdim)
     if func in (torch.amax, torch.Tensor.amax):
-        x = args[0]
-        dim = args[1] if len(args) > 1 else kwargs.get("dim")
-        keepdim = args[2] if len(args) > 2 else kwargs.get("keepdim", False)
-        if x.dim() == 4 and dim is not None and sorted(d % 4 for d in dim) == [2, 3]:
+        x, dim, keepdim = args[0], arg(1, "dim", None), arg(2, "keepdim", False)
+        dims = (dim,) if isinstance(dim, int) else tuple(dim or ())
+        if x.dim() == 4 and sorted(d % 4 for d in dims) == [2, 3]:
             pooled = lambda: F.max_pool2d(x, kernel_size=tuple(x.shape[2:]))  # noqa: E731  (B, C, 1, 1)
-            return pooled if keepdim else (lambda: pooled().flatten(2))
+            return pooled if keepdim else (lambda: pooled().flatten(1))
     if func in (torch.split, torch.Tensor.split):
-        x, sizes = args[0], args[1] if len(args) > 1 else kwargs["split_size_or_sections"]
-        dim = args[2] if len(args) > 2 else kwargs.get("dim", 0)
+        x, sizes, dim = args[0], arg(1, "split_size_or_sections", None), arg(2, "dim", 0)
         if isinstance(sizes, (list, tuple)) and len(set(sizes)) > 1:
             starts = [sum(sizes[:i]) for i in range(len(sizes))]
             return lambda: tuple(x.narrow(dim, start, size) for start, size in zip(starts, sizes))
